@@ -109,13 +109,15 @@ class SinkRunner:
         self._stopping = False
         self._scope: anyio.CancelScope | None = None
 
+        # Gids to skip after a recovery by time, until events pass the newest
+        # one delivered before it (set by _recovered).
+        self._skip: set[str] = set()
+        self._skip_until = ""
         self._checkpoint = self._starting_checkpoint(checkpoint)
         self._cursor = self._checkpoint.cursor
         self._saved_at = time.monotonic()
         self._pending = Batch()
         self._pending_since: float | None = None
-        self._skip: set[str] = set()
-        self._skip_until = ""
         self._newest_epoch = (
             epoch_seconds(self._checkpoint.newest_created_at)
             if self._checkpoint.newest_created_at

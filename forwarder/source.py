@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,6 +210,7 @@ class PageReader:
         backoff: Backoff | None = None,
         access_retry_interval: float = 60.0,
         rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
         self._client = client
         self._budget = budget
@@ -217,6 +219,7 @@ class PageReader:
         self._backoff = backoff or Backoff(initial=1.0, maximum=60.0)
         self._access_retry_interval = access_retry_interval
         self._rng = rng or random.Random()
+        self._sleep = sleep
         self._cache: OrderedDict[Cursor, tuple[float, Page]] = OrderedDict()
         self._in_flight: dict[Cursor, anyio.Event] = {}
 
@@ -270,12 +273,12 @@ class PageReader:
                 self._observe(started, error)
                 delay = self._retry_delay(error, attempt)
                 attempt += 1
-                await anyio.sleep(delay)
+                await self._sleep(delay)
                 continue
             except (ApiAccessDenied, ApiBadRequest) as error:
                 self._observe(started, error)
                 self._refused(error)
-                await anyio.sleep(self._access_retry_interval)
+                await self._sleep(self._access_retry_interval)
                 continue
             except OffsetRejected as error:
                 self._observe(started, error)
