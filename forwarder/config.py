@@ -28,7 +28,6 @@ from forwarder.errors import ConfigError
 from forwarder.timestamps import parse_timestamp, utc_now
 
 DEFAULT_BASE_URL = "https://app.asana.com/api/1.0"
-FORMATS = ("raw", "normalized")
 
 
 class ApiFilters(Section):

@@ -40,7 +40,7 @@ class DeliveryConfig(Section):
 
 class SinkBaseConfig(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
-    format: Literal["raw", "normalized"] = "raw"
+    format: Literal["raw", "normalized", "ocsf"] = "raw"
     include_event_types: list[str] = ["*"]
     exclude_event_types: list[str] = []
     delivery: DeliveryConfig = DeliveryConfig()

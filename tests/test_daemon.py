@@ -4,8 +4,14 @@ crashes, signals, probes, and start-up refusals."""
 from __future__ import annotations
 
 import collections
+import ctypes
+import fcntl
+import os
 import random
 import signal
+import subprocess
+import sys
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +21,7 @@ import pytest
 
 from forwarder.simulator import AuditLogSimulator, SimulatorSettings
 from tests.daemon_process import (
+    PROJECT,
     DaemonProcess,
     free_port,
     probe,
@@ -207,3 +214,43 @@ def _ok(port: int, path: str) -> bool:
         return probe(port, path).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_a_second_signal_exits_at_once(
+    tmp_path: Path, simulator: AuditLogSimulator
+) -> None:
+    """A daemon stuck delivering (stdout nobody reads) waits out its grace
+    period after one SIGTERM, but a second SIGTERM ends it immediately."""
+    config = config_for(tmp_path, simulator)
+    text = config.read_text().replace('type = "file"', 'type = "stdout"')
+    config.write_text(text.replace('shutdown_grace = "5s"', 'shutdown_grace = "1h"'))
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "forwarder.cli", "run", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
+    )
+    try:
+        # Nobody reads stdout: once the pipe is full, delivery blocks.
+        wait_for(lambda: _pipe_full(process), 30, "stdout to fill up")
+        process.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):
+            process.wait(timeout=1)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()
+        process.stderr.close()
+
+    assert code == 128 + signal.SIGTERM
+
+
+def _pipe_full(process: subprocess.Popen[bytes]) -> bool:
+    """True when the daemon's stdout pipe holds as much as the kernel allows."""
+    assert process.stdout is not None
+    unread = ctypes.c_int()
+    fcntl.ioctl(process.stdout.fileno(), termios.FIONREAD, unread)
+    return unread.value >= 65536

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from forwarder.formats import normalized, raw
+from forwarder.formats import normalized, ocsf, raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,4 +26,5 @@ Renderer = Callable[[dict[str, Any], EventContext], bytes]
 RENDERERS: dict[str, Renderer] = {
     "raw": raw.render,
     "normalized": normalized.render,
+    "ocsf": ocsf.render,
 }

@@ -23,7 +23,9 @@ class StdoutSink:
     async def deliver(self, batch: Batch) -> DeliveryReport:
         data = b"\n".join(batch.payloads) + b"\n"
         try:
-            await anyio.to_thread.run_sync(self._write, data)
+            # A reader that stops reading blocks the write for good; the
+            # thread is abandoned on cancellation so shutdown still completes.
+            await anyio.to_thread.run_sync(self._write, data, abandon_on_cancel=True)
         except OSError as error:
             raise SinkError(f"cannot write to stdout: {error.strerror}") from error
         return DeliveryReport()
