@@ -82,6 +82,14 @@ def _parser() -> argparse.ArgumentParser:
     _config_argument(check)
     check.set_defaults(command=_check_config)
 
+    test_sinks = commands.add_parser(
+        "test-sinks",
+        help="deliver one synthetic event to each sink and report",
+        parents=[common],
+    )
+    _config_argument(test_sinks)
+    test_sinks.set_defaults(command=_test_sinks)
+
     state = commands.add_parser(
         "state", help="show or reset checkpoints", parents=[common]
     )
@@ -178,6 +186,18 @@ def _check_config(arguments: argparse.Namespace) -> int:
     for sink in config.sinks:
         print(f"  sink {sink.name}: {sink.type}, format {sink.format}")
     return 0
+
+
+def _test_sinks(arguments: argparse.Namespace) -> int:
+    from forwarder.sink_check import check_sinks
+
+    config = load_config(arguments.config)
+    configure_logging("warning", config.log.format)
+    results = anyio.run(check_sinks, config)
+    for result in results:
+        status = "ok    " if result.ok else "FAILED"
+        print(f"{status} {result.sink}: {result.detail} ({result.seconds:.2f}s)")
+    return 0 if all(result.ok for result in results) else EXIT_FAILURE
 
 
 def _state_show(arguments: argparse.Namespace) -> int:

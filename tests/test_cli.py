@@ -40,8 +40,9 @@ def test_check_config_names_the_wrong_key(
 ) -> None:
     """An invalid file exits 2 with the key and the problem."""
     path = config_file(tmp_path)
-    path.write_text(path.read_text().replace('poll_interval = "50ms"',
-                                             'poll_interval = "often"'))
+    path.write_text(
+        path.read_text().replace('poll_interval = "50ms"', 'poll_interval = "often"')
+    )
     assert main(["check-config", "--config", str(path)]) == 2
     error = capsys.readouterr().err
     assert "source.poll_interval: 'often' is not a duration" in error
@@ -55,17 +56,35 @@ def test_state_show_and_reset(
     path = config_file(tmp_path)
     store = FileCheckpointStore(tmp_path / "state")
     store.prepare()
-    store.save(Checkpoint(sink="file", cursors=(Cursor(offset="opaque-offset"),),
-                          newest_created_at="2026-11-30T10:00:00.000Z",
-                          delivered_total=12))
+    store.save(
+        Checkpoint(
+            sink="file",
+            cursors=(Cursor(offset="opaque-offset"),),
+            newest_created_at="2026-11-30T10:00:00.000Z",
+            delivered_total=12,
+        )
+    )
 
     assert main(["state", "show", "--config", str(path)]) == 0
     shown = capsys.readouterr().out
     assert "file: offset opaque-offset" in shown
     assert "12 delivered" in shown
 
-    assert main(["state", "reset", "--config", str(path), "--sink", "file",
-                 "--to", "2026-11-29T00:00:00Z"]) == 0
+    assert (
+        main(
+            [
+                "state",
+                "reset",
+                "--config",
+                str(path),
+                "--sink",
+                "file",
+                "--to",
+                "2026-11-29T00:00:00Z",
+            ]
+        )
+        == 0
+    )
     assert "previous checkpoint kept" in capsys.readouterr().out
     reset = store.load("file")
     assert reset is not None
@@ -91,8 +110,10 @@ def test_state_reset_refuses_unknown_sinks(
 ) -> None:
     """Resetting a sink that is not configured is refused."""
     path = config_file(tmp_path)
-    assert main(["state", "reset", "--config", str(path), "--sink", "nope",
-                 "--beginning"]) == 2
+    assert (
+        main(["state", "reset", "--config", str(path), "--sink", "nope", "--beginning"])
+        == 2
+    )
     assert "no sink named nope" in capsys.readouterr().err
 
 
@@ -112,8 +133,16 @@ def test_demo_prints_simulated_events_without_configuration() -> None:
     """The README's first command forwards simulator events to stdout as
     normalized JSON lines, needing no token or configuration."""
     completed = subprocess.run(
-        [sys.executable, "-m", "forwarder.cli", "demo", "--stop-after", "3s",
-         "--backlog", "25"],
+        [
+            sys.executable,
+            "-m",
+            "forwarder.cli",
+            "demo",
+            "--stop-after",
+            "3s",
+            "--backlog",
+            "25",
+        ],
         capture_output=True,
         timeout=60,
         cwd=PROJECT,
@@ -125,3 +154,25 @@ def test_demo_prints_simulated_events_without_configuration() -> None:
     assert len(lines) >= 25
     assert {"time", "event_id", "action", "actor_email"} <= set(lines[0])
     assert len({line["event_id"] for line in lines}) == len(lines)
+
+
+def test_test_sinks_reports_each_sink(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """test-sinks delivers one marked event per sink and reports each result,
+    touching no checkpoint; a sink that fails makes the exit code 1."""
+    document = base_config(tmp_path, token=SECRET)
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    document["sinks"].append(
+        {"name": "broken", "type": "file", "path": str(blocked / "x.jsonl")}
+    )
+    path = write_config(tmp_path / "forwarder.toml", document)
+
+    assert main(["test-sinks", "--config", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "ok     file: delivered" in out
+    assert "FAILED broken: cannot open" in out
+    line = orjson.loads((tmp_path / "out.jsonl").read_bytes())
+    assert line["event"]["event_type"] == "asana_audit_forwarder_test"
+    assert not (tmp_path / "state" / "checkpoints").exists()
