@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from datetime import timedelta
@@ -170,6 +171,11 @@ def _run(arguments: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format)
     daemon = Daemon(config, once=arguments.once)
     anyio.run(daemon.run)
+    if daemon.abandoned:
+        # A sink's write may still hang in a thread (a stdout nobody reads);
+        # the usual interpreter exit would wait for it, or flush into it.
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import anyio
+import anyio.abc
 import httpx
 import orjson
 import structlog
@@ -84,6 +85,8 @@ class Daemon:
         self._runner_scope: anyio.CancelScope | None = None
         self.probe_server: ProbeServer | None = None
         self.stopped_by_signal = False
+        # Set when the grace period ran out with batches still in flight.
+        self.abandoned = False
 
     async def run(self, *, serve_probes: bool = True) -> None:
         self.store.lock()
@@ -135,7 +138,7 @@ class Daemon:
                 for sink in self.config.sinks
             ]
             async with anyio.create_task_group() as helpers:
-                helpers.start_soon(self._watch_signals)
+                helpers.start_soon(self._watch_signals, helpers)
                 helpers.start_soon(self._beat)
                 helpers.start_soon(self._summarize)
                 async with anyio.create_task_group() as runners:
@@ -184,7 +187,7 @@ class Daemon:
         for runner in self._runners:
             runner.stop()
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(self, helpers: anyio.abc.TaskGroup) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 if self.stopped_by_signal:
@@ -194,13 +197,17 @@ class Daemon:
                 grace = self.config.daemon.shutdown_grace
                 log.info("stopping", signal=signum.name, grace_seconds=grace)
                 self.stop()
-                await anyio.sleep(grace)
-                # Past the grace period the batches in flight are cancelled.
-                # Their checkpoints were not saved, so they are delivered again
-                # after the restart: late, but not lost.
-                log.warning("shutdown_grace_expired", action="abandoning batches")
-                if self._runner_scope is not None:
-                    self._runner_scope.cancel()
+                helpers.start_soon(self._abandon_after, grace)
+
+    async def _abandon_after(self, grace: float) -> None:
+        await anyio.sleep(grace)
+        # Past the grace period the batches in flight are cancelled. Their
+        # checkpoints were not saved, so they are delivered again after the
+        # restart: late, but not lost.
+        log.warning("shutdown_grace_expired", action="abandoning batches")
+        self.abandoned = True
+        if self._runner_scope is not None:
+            self._runner_scope.cancel()
 
     async def _beat(self) -> None:
         while True:

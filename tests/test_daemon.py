@@ -4,6 +4,7 @@ crashes, signals, probes, and start-up refusals."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -39,8 +40,9 @@ PAGE = 100
 
 @pytest.fixture
 def simulator() -> Iterator[AuditLogSimulator]:
-    settings = SimulatorSettings(token=TOKEN, backlog=3000, backlog_span=3600,
-                                 events_per_second=400, seed=7)
+    settings = SimulatorSettings(
+        token=TOKEN, backlog=3000, backlog_span=3600, events_per_second=400, seed=7
+    )
     with AuditLogSimulator(settings) as running:
         yield running
 
@@ -62,9 +64,13 @@ def config_for(tmp_path: Path, simulator: AuditLogSimulator, **server: Any) -> P
             "log": {"level": "info", "format": "json"},
             "daemon": {"shutdown_grace": "5s"},
             "sinks": [
-                {"name": "archive", "type": "file", "format": "raw",
-                 "path": str(tmp_path / "out" / "events.jsonl"),
-                 "delivery": {"batch_max_events": BATCH}},
+                {
+                    "name": "archive",
+                    "type": "file",
+                    "format": "raw",
+                    "path": str(tmp_path / "out" / "events.jsonl"),
+                    "delivery": {"batch_max_events": BATCH},
+                },
             ],
         },
     )
@@ -96,8 +102,11 @@ def test_sigkill_at_random_moments_loses_nothing(
         daemon = DaemonProcess(config)
         try:
             target = len(read_gids(output)) + rng.randint(50, 1500)
-            wait_for(lambda t=target: len(read_gids(output)) >= t, 60,  # type: ignore[misc]
-                     "the file sink to grow")
+            wait_for(
+                lambda t=target: len(read_gids(output)) >= t,
+                60,  # type: ignore[misc]
+                "the file sink to grow",
+            )
         finally:
             daemon.kill()
     simulator.stop_live()
@@ -123,8 +132,11 @@ def test_sigterm_leaves_zero_duplicates(
         daemon = DaemonProcess(config)
         try:
             target = len(read_gids(output)) + 500
-            wait_for(lambda t=target: len(read_gids(output)) >= t, 60,  # type: ignore[misc]
-                     "delivery under load")
+            wait_for(
+                lambda t=target: len(read_gids(output)) >= t,
+                60,  # type: ignore[misc]
+                "delivery under load",
+            )
             daemon.signal(signal.SIGTERM)
             assert daemon.wait(timeout=30) == 0, daemon.output
         finally:
@@ -154,11 +166,11 @@ def test_probes_and_metrics_over_http(
 
     for name in (
         "asana_forwarder_events_fetched_total",
-        "asana_forwarder_api_requests_total{status=\"200\"}",
+        'asana_forwarder_api_requests_total{status="200"}',
         "asana_forwarder_api_request_duration_seconds_bucket",
-        "asana_forwarder_sink_events_delivered_total{sink=\"archive\"}",
-        "asana_forwarder_sink_lag_seconds{sink=\"archive\"}",
-        "asana_forwarder_sink_checkpoint_age_seconds{sink=\"archive\"}",
+        'asana_forwarder_sink_events_delivered_total{sink="archive"}',
+        'asana_forwarder_sink_lag_seconds{sink="archive"}',
+        'asana_forwarder_sink_checkpoint_age_seconds{sink="archive"}',
         "asana_forwarder_last_successful_poll_timestamp_seconds",
         "asana_forwarder_build_info{version=",
     ):
@@ -216,36 +228,63 @@ def _ok(port: int, path: str) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def stuck_on_stdout(
+    tmp_path: Path, simulator: AuditLogSimulator, grace: str
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A daemon whose stdout sink nobody reads: once the pipe is full, its
+    delivery blocks for good. Killed at the end if still running."""
+    config = config_for(tmp_path, simulator)
+    text = config.read_text().replace('type = "file"', 'type = "stdout"')
+    text = "\n".join(line for line in text.splitlines() if "events.jsonl" not in line)
+    config.write_text(
+        text.replace('shutdown_grace = "5s"', f'shutdown_grace = "{grace}"')
+    )
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    with (tmp_path / "daemon.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "forwarder.cli", "run", "--config", str(config)],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=environment,
+        )
+        try:
+            wait_for(lambda: _pipe_full(process), 30, "stdout to fill up")
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            assert process.stdout is not None
+            process.stdout.close()
+
+
 def test_a_second_signal_exits_at_once(
     tmp_path: Path, simulator: AuditLogSimulator
 ) -> None:
-    """A daemon stuck delivering (stdout nobody reads) waits out its grace
-    period after one SIGTERM, but a second SIGTERM ends it immediately."""
-    config = config_for(tmp_path, simulator)
-    text = config.read_text().replace('type = "file"', 'type = "stdout"')
-    config.write_text(text.replace('shutdown_grace = "5s"', 'shutdown_grace = "1h"'))
-    environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "forwarder.cli", "run", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
-    )
-    try:
-        # Nobody reads stdout: once the pipe is full, delivery blocks.
-        wait_for(lambda: _pipe_full(process), 30, "stdout to fill up")
+    """A daemon stuck delivering waits out its grace period after one SIGTERM,
+    but a second SIGTERM ends it immediately."""
+    with stuck_on_stdout(tmp_path, simulator, "1h") as process:
         process.send_signal(signal.SIGTERM)
         with pytest.raises(subprocess.TimeoutExpired):
             process.wait(timeout=1)
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        assert process.stdout is not None and process.stderr is not None
-        process.stdout.close()
-        process.stderr.close()
 
     assert code == 128 + signal.SIGTERM
+
+
+def test_the_grace_period_bounds_shutdown(
+    tmp_path: Path, simulator: AuditLogSimulator
+) -> None:
+    """After the grace period, a batch still in flight is abandoned (it will
+    be delivered again after the restart) and the daemon exits 0."""
+    with stuck_on_stdout(tmp_path, simulator, "1s") as process:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=20)
+
+    assert code == 0
+    assert "shutdown_grace_expired" in (tmp_path / "daemon.log").read_text()
 
 
 def _pipe_full(process: subprocess.Popen[bytes]) -> bool:
@@ -253,4 +292,4 @@ def _pipe_full(process: subprocess.Popen[bytes]) -> bool:
     assert process.stdout is not None
     unread = ctypes.c_int()
     fcntl.ioctl(process.stdout.fileno(), termios.FIONREAD, unread)
-    return unread.value >= 65536
+    return unread.value >= 60000
