@@ -25,6 +25,9 @@ from pydantic import (
 from forwarder.config_types import Duration, SecretValue, Section, SinkBaseConfig
 from forwarder.durations import parse_duration
 from forwarder.errors import ConfigError
+from forwarder.sinks.http import HttpSinkConfig
+from forwarder.sinks.splunk_hec import SplunkHecSinkConfig
+from forwarder.sinks.sumo_logic import SumoLogicSinkConfig
 from forwarder.timestamps import parse_timestamp, utc_now
 
 DEFAULT_BASE_URL = "https://app.asana.com/api/1.0"
@@ -138,8 +141,15 @@ class FileSinkConfig(SinkBaseConfig):
     fsync: bool = True
 
 
-SinkConfig = Annotated[StdoutSinkConfig | FileSinkConfig, Field(discriminator="type")]
-SINK_TYPES = ("stdout", "file")
+SinkConfig = Annotated[
+    StdoutSinkConfig
+    | FileSinkConfig
+    | SplunkHecSinkConfig
+    | SumoLogicSinkConfig
+    | HttpSinkConfig,
+    Field(discriminator="type"),
+]
+SINK_TYPES = ("stdout", "file", "splunk_hec", "sumo_logic", "http")
 
 
 class Config(Section):

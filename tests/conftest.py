@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tests.fake_api import FakeAuditLog
+import structlog
 
 
 @pytest.fixture
@@ -16,9 +15,13 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def fake_api() -> Iterator[FakeAuditLog]:
-    yield FakeAuditLog()
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Tests that run the CLI in-process configure logging to a stream that
+    pytest closes afterwards; every test starts from structlog's defaults."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 def base_config(state: Path, **source: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import orjson
 
 from forwarder.errors import SinkError
@@ -19,6 +20,18 @@ class MemorySink:
         self.reject: Callable[[dict[str, Any]], str | None] = lambda _: None
         self.on_deliver: Callable[[], None] = lambda: None
         self.closed = False
+        self.attempts = 0
+        self._changed = anyio.Event()
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait until ``condition`` holds, checked after every delivery attempt."""
+        while not condition():
+            await self._changed.wait()
+
+    def _attempted(self) -> None:
+        self.attempts += 1
+        self._changed.set()
+        self._changed = anyio.Event()
 
     @property
     def documents(self) -> list[dict[str, Any]]:
@@ -35,6 +48,7 @@ class MemorySink:
         self.on_deliver()
         if self.failures > 0:
             self.failures -= 1
+            self._attempted()
             raise SinkError("receiver unavailable")
         rejected = []
         accepted = []
@@ -47,6 +61,7 @@ class MemorySink:
             else:
                 rejected.append((index, reason))
         self.batches.append(accepted)
+        self._attempted()
         return DeliveryReport(rejected=rejected)
 
     async def aclose(self) -> None:

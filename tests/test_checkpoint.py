@@ -49,8 +49,14 @@ def test_files_are_owner_only_and_no_temporary_is_left(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"", b"{", b"[]", b'{"version": 99}', b'{"version": 1, "sink": "splunk"}',
-     b"\x00\xff garbage"],
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'{"version": 99}',
+        b'{"version": 1, "sink": "splunk"}',
+        b"\x00\xff garbage",
+    ],
 )
 def test_a_corrupt_file_stops_with_its_path(tmp_path: Path, content: bytes) -> None:
     """A corrupt checkpoint raises StateError naming the file; it is not
@@ -59,7 +65,7 @@ def test_a_corrupt_file_stops_with_its_path(tmp_path: Path, content: bytes) -> N
     store.prepare()
     store.path_of("splunk").write_bytes(content)
 
-    with pytest.raises(StateError, match="splunk.json is corrupt") as caught:
+    with pytest.raises(StateError, match=r"splunk\.json is corrupt") as caught:
         store.load("splunk")
 
     assert caught.value.sink == "splunk"

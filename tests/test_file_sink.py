@@ -49,9 +49,13 @@ async def test_rotation_keeps_the_configured_number_of_files(tmp_path: Path) -> 
     await sink.aclose()
 
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "events.jsonl", "events.jsonl.1", "events.jsonl.2"]
+        "events.jsonl",
+        "events.jsonl.1",
+        "events.jsonl.2",
+    ]
     assert lines(path.with_name("events.jsonl.2")) + lines(
-        path.with_name("events.jsonl.1")) + lines(path) == [4, 5, 6, 7, 8, 9]
+        path.with_name("events.jsonl.1")
+    ) + lines(path) == [4, 5, 6, 7, 8, 9]
     assert all(p.stat().st_size <= 2048 for p in tmp_path.iterdir())
 
 

@@ -61,7 +61,10 @@ class Pipeline:
             page_size=page_size,
         )
         reader = PageReader(
-            client, RequestBudget(1500), self.metrics, self.health,
+            client,
+            RequestBudget(1500),
+            self.metrics,
+            self.health,
             backoff=Backoff(0.001, 0.002),
         )
         return SinkRunner(
@@ -93,10 +96,12 @@ class Pipeline:
 
     async def drain(self, *sinks: MemorySink, **options: Any) -> None:
         """Run each sink's runner until caught up (once mode)."""
-        async with httpx.AsyncClient(transport=self.api.transport()) as http:
-            async with anyio.create_task_group() as group:
-                for sink in sinks:
-                    group.start_soon(self.runner(sink, http, **options).run)
+        async with (
+            httpx.AsyncClient(transport=self.api.transport()) as http,
+            anyio.create_task_group() as group,
+        ):
+            for sink in sinks:
+                group.start_soon(self.runner(sink, http, **options).run)
 
     def sample(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -122,8 +127,10 @@ async def test_every_event_reaches_every_sink_with_a_checkpoint(tmp_path: Path) 
     assert checkpoint.cursor.offset == "p:135:0"
     assert checkpoint.newest_created_at == api.events[-1]["created_at"]
     assert checkpoint.delivered_total == 135
-    assert pipeline.sample("asana_forwarder_sink_events_delivered_total",
-                           sink="second") == 135
+    assert (
+        pipeline.sample("asana_forwarder_sink_events_delivered_total", sink="second")
+        == 135
+    )
 
 
 async def test_raw_format_passes_events_through_untouched(tmp_path: Path) -> None:
@@ -132,7 +139,7 @@ async def test_raw_format_passes_events_through_untouched(tmp_path: Path) -> Non
     api = FakeAuditLog()
     odd = make_event(0)
     odd["future_field"] = {"nested": [1, 2.5, None, True]}
-    odd["details"] = {"new_value": "\u0000\u2028 \"quoted\" \U0001f600 \x1b[31m"}
+    odd["details"] = {"new_value": '\u0000\u2028 "quoted" \U0001f600 \x1b[31m'}
     api.events.append(odd)
     pipeline = Pipeline(api, tmp_path)
     sink = MemorySink()
@@ -141,8 +148,12 @@ async def test_raw_format_passes_events_through_untouched(tmp_path: Path) -> Non
     document = sink.documents[0]
     assert document["event"] == odd
     assert document["workspace_gid"] == "1111"
-    assert set(document) == {"workspace_gid", "forwarder_version", "received_at",
-                             "event"}
+    assert set(document) == {
+        "workspace_gid",
+        "forwarder_version",
+        "received_at",
+        "event",
+    }
 
 
 async def test_restart_resumes_from_the_checkpoint_without_duplicates(
@@ -180,12 +191,15 @@ async def test_expired_offset_recovers_by_time_without_loss_or_duplicates(
 
     assert first.gids + second.gids == gids(api.events)
     assert pipeline.sample("asana_forwarder_offset_recoveries_total") == 1
-    assert pipeline.sample("asana_forwarder_sink_duplicates_skipped_total",
-                           sink="memory") == 21
+    assert (
+        pipeline.sample("asana_forwarder_sink_duplicates_skipped_total", sink="memory")
+        == 21
+    )
     recovery = [line for line in logs if line["event"] == "offset_recovery"]
     assert recovery[0]["log_level"] == "warning"
-    resumed = [r.url.params["start_at"] for r in api.requests
-               if "start_at" in r.url.params]
+    resumed = [
+        r.url.params["start_at"] for r in api.requests if "start_at" in r.url.params
+    ]
     assert resumed == ["2026-11-01T00:00:19.000Z"]
 
 
@@ -207,15 +221,16 @@ async def test_a_failing_sink_does_not_hold_back_the_others(tmp_path: Path) -> N
             delivered_while_failing.append(len(failing.documents))
             failing.failures = 0
             with anyio.fail_after(10):
-                while len(failing.documents) < 60:
-                    await anyio.sleep(0.01)
+                await failing.wait_until(lambda: len(failing.documents) >= 60)
             failing_runner.stop()
 
     assert healthy.gids == gids(api.events)
     assert delivered_while_failing == [0]
     assert failing.gids == gids(api.events)
-    assert pipeline.sample("asana_forwarder_sink_delivery_retries_total",
-                           sink="failing") >= 1
+    assert (
+        pipeline.sample("asana_forwarder_sink_delivery_retries_total", sink="failing")
+        >= 1
+    )
 
 
 async def test_filters_choose_events_per_sink(tmp_path: Path) -> None:
@@ -234,8 +249,10 @@ async def test_filters_choose_events_per_sink(tmp_path: Path) -> None:
         ["user_login_succeeded"] * 3 + ["user_login_failed"] * 3
     )
     assert len(no_failures.documents) == 6
-    assert pipeline.sample("asana_forwarder_sink_events_filtered_total",
-                           sink="logins") == 3
+    assert (
+        pipeline.sample("asana_forwarder_sink_events_filtered_total", sink="logins")
+        == 3
+    )
 
 
 async def test_malformed_events_are_set_aside_not_dropped(tmp_path: Path) -> None:
@@ -253,13 +270,21 @@ async def test_malformed_events_are_set_aside_not_dropped(tmp_path: Path) -> Non
 
     assert len(sink.documents) == 5
     assert sink.documents[2]["event"] == {"event_type": "no gid or time"}
-    dead = [orjson.loads(line) for line in
-            (tmp_path / "dead-letter" / "memory.jsonl").read_bytes().splitlines()]
+    dead = [
+        orjson.loads(line)
+        for line in (tmp_path / "dead-letter" / "memory.jsonl")
+        .read_bytes()
+        .splitlines()
+    ]
     assert [d["event"] for d in dead] == ["not an event", None]
     assert dead[0]["reason"] == "not a JSON object"
     assert pipeline.sample("asana_forwarder_malformed_events_total") == 2
-    assert pipeline.sample("asana_forwarder_sink_events_dead_lettered_total",
-                           sink="memory") == 2
+    assert (
+        pipeline.sample(
+            "asana_forwarder_sink_events_dead_lettered_total", sink="memory"
+        )
+        == 2
+    )
 
 
 async def test_events_a_receiver_refuses_are_dead_lettered(tmp_path: Path) -> None:
@@ -309,9 +334,7 @@ async def test_stop_abandons_a_batch_that_cannot_be_delivered(tmp_path: Path) ->
         async with anyio.create_task_group() as group:
             group.start_soon(runner.run)
             with anyio.fail_after(5):
-                while pipeline.sample("asana_forwarder_sink_delivery_failures_total",
-                                      sink="memory") < 3:
-                    await anyio.sleep(0.005)
+                await sink.wait_until(lambda: sink.attempts >= 3)
             runner.stop()
 
     assert sink.documents == []
