@@ -195,9 +195,9 @@ class SinkRunner:
             self._scope.cancel()
 
     async def run(self) -> None:
-        if not await self._open_sink():
-            return
         try:
+            if not await self._open_sink():
+                return
             while not self._stopping:
                 page = await self._unless_stopped(self._read)
                 if page is None:

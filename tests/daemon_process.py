@@ -62,8 +62,15 @@ class DaemonProcess:
         self._log = self.log_path.open("wb")
         environment = {**os.environ, "PYTHONPATH": str(PROJECT)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "forwarder.cli", "run", "--config", str(config),
-             *extra],
+            [
+                sys.executable,
+                "-m",
+                "forwarder.cli",
+                "run",
+                "--config",
+                str(config),
+                *extra,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=environment,

@@ -89,4 +89,6 @@ class FakeAuditLog:
 
 
 def _error(status: int, message: str) -> httpx.Response:
-    return httpx.Response(status, content=orjson.dumps({"errors": [{"message": message}]}))
+    return httpx.Response(
+        status, content=orjson.dumps({"errors": [{"message": message}]})
+    )

@@ -37,13 +37,22 @@ def test_a_valid_document_has_documented_defaults(tmp_path: Path) -> None:
         (("source", "poll_interval", "soon"), "source.poll_interval", "not a duration"),
         (("source", "page_size", 500), "source.page_size", "less than or equal"),
         (("source", "workspace_gid", "abc"), "source.workspace_gid", "pattern"),
-        (("source", "token", "env:FORWARDER_TEST_UNSET"), "source.token",
-         "FORWARDER_TEST_UNSET is not set"),
-        (("source", "token", "file:/nonexistent/token"), "source.token",
-         "cannot read secret file"),
+        (
+            ("source", "token", "env:FORWARDER_TEST_UNSET"),
+            "source.token",
+            "FORWARDER_TEST_UNSET is not set",
+        ),
+        (
+            ("source", "token", "file:/nonexistent/token"),
+            "source.token",
+            "cannot read secret file",
+        ),
         (("source", "colour", "blue"), "source.colour", "unknown key"),
-        (("source", "max_requests_per_minute", 0), "source.max_requests_per_minute",
-         "greater than or equal"),
+        (
+            ("source", "max_requests_per_minute", 0),
+            "source.max_requests_per_minute",
+            "greater than or equal",
+        ),
         (("source", "start_at", "yesterday"), "source.start_at", "not a duration"),
         (("server", "listen", "9464"), "server.listen", "HOST:PORT"),
         (("log", "level", "loud"), "log.level", "'debug'"),
@@ -116,7 +125,9 @@ def test_secrets_come_from_env_and_files(
 def test_durations_and_relative_start(tmp_path: Path) -> None:
     """Durations accept ms/s/m/h/d; start_at accepts a time or a duration ago."""
     document = base_config(
-        tmp_path, poll_interval="1m", start_at="2026-10-01T00:00:00Z",
+        tmp_path,
+        poll_interval="1m",
+        start_at="2026-10-01T00:00:00Z",
         request_timeout="500ms",
     )
     source = parse_config(document).source

@@ -14,18 +14,42 @@ from tests.fake_api import make_event
 CONTEXT = EventContext(workspace_gid="1111", received_at="2026-12-01T00:00:00.000Z")
 
 NORMALIZED_FIELDS = {
-    "schema_version", "time", "event_id", "action", "category", "workspace_id",
-    "actor_type", "actor_id", "actor_name", "actor_email", "target_type",
-    "target_subtype", "target_id", "target_name", "target_email", "context_type",
-    "source_ip", "user_agent", "auth_method", "oauth_app", "rule_name",
-    "on_behalf_of_user_id", "details", "received_at",
+    "schema_version",
+    "time",
+    "event_id",
+    "action",
+    "category",
+    "workspace_id",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "actor_email",
+    "target_type",
+    "target_subtype",
+    "target_id",
+    "target_name",
+    "target_email",
+    "context_type",
+    "source_ip",
+    "user_agent",
+    "auth_method",
+    "oauth_app",
+    "rule_name",
+    "on_behalf_of_user_id",
+    "details",
+    "received_at",
 }
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

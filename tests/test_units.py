@@ -16,8 +16,15 @@ from forwarder.secrets import Secret, redact
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("15s", 15), ("5m", 300), ("2h", 7200), ("7d", 604800),
-     (3, 3.0), ("1.5s", 1.5)],
+    [
+        ("500ms", 0.5),
+        ("15s", 15),
+        ("5m", 300),
+        ("2h", 7200),
+        ("7d", 604800),
+        (3, 3.0),
+        ("1.5s", 1.5),
+    ],
 )
 def test_durations(text: str | int, seconds: float) -> None:
     """Operators' durations parse to seconds."""
@@ -33,8 +40,12 @@ def test_bad_durations(text: object) -> None:
 
 def test_format_duration() -> None:
     """Messages show the shortest exact unit."""
-    assert [format_duration(s) for s in (15, 300, 90, 0.5)] == ["15s", "5m", "90s",
-                                                              "0.5s"]
+    assert [format_duration(s) for s in (15, 300, 90, 0.5)] == [
+        "15s",
+        "5m",
+        "90s",
+        "0.5s",
+    ]
 
 
 def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
