@@ -28,6 +28,7 @@ from forwarder.errors import ConfigError
 from forwarder.sinks.http import HttpSinkConfig
 from forwarder.sinks.splunk_hec import SplunkHecSinkConfig
 from forwarder.sinks.sumo_logic import SumoLogicSinkConfig
+from forwarder.sinks.syslog import SyslogSinkConfig
 from forwarder.timestamps import parse_timestamp, utc_now
 
 DEFAULT_BASE_URL = "https://app.asana.com/api/1.0"
@@ -146,10 +147,11 @@ SinkConfig = Annotated[
     | FileSinkConfig
     | SplunkHecSinkConfig
     | SumoLogicSinkConfig
-    | HttpSinkConfig,
+    | HttpSinkConfig
+    | SyslogSinkConfig,
     Field(discriminator="type"),
 ]
-SINK_TYPES = ("stdout", "file", "splunk_hec", "sumo_logic", "http")
+SINK_TYPES = ("stdout", "file", "splunk_hec", "sumo_logic", "http", "syslog")
 
 
 class Config(Section):

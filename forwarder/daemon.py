@@ -29,7 +29,7 @@ from forwarder.deadletter import DeadLetterFile
 from forwarder.filters import EventTypeFilter
 from forwarder.formats import RENDERERS
 from forwarder.health import Health
-from forwarder.metrics import Metrics
+from forwarder.metrics import Metrics, SinkMetrics
 from forwarder.pipeline import RunnerOptions, SinkRunner, StreamSettings
 from forwarder.ratelimit import RequestBudget
 from forwarder.retry import Backoff
@@ -67,7 +67,7 @@ class Daemon:
         *,
         once: bool = False,
         registry: CollectorRegistry | None = None,
-        sink_factory: Callable[[SinkConfig], Sink] = build_sink,
+        sink_factory: Callable[[SinkConfig, SinkMetrics], Sink] = build_sink,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -171,7 +171,7 @@ class Daemon:
             backoff=Backoff(delivery.retry_initial_delay, delivery.retry_max_delay),
         )
         return SinkRunner(
-            self._sink_factory(sink_config),
+            self._sink_factory(sink_config, self.metrics.for_sink(sink_config.name)),
             options,
             settings=settings,
             reader=reader,

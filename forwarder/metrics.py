@@ -26,6 +26,7 @@ class SinkMetrics:
     failed: Counter
     retried: Counter
     dead_lettered: Counter
+    truncated: Counter
     filtered: Counter
     duplicates_skipped: Counter
     batches: Counter
@@ -148,6 +149,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self._sink_truncated = Counter(
+            "sink_events_truncated",
+            "Events a sink delivered cut to its message size limit.",
+            ["sink"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self._sink_filtered = Counter(
             "sink_events_filtered",
             "Events a sink's filters left out.",
@@ -205,6 +213,7 @@ class Metrics:
             failed=self._sink_failed.labels(sink),
             retried=self._sink_retried.labels(sink),
             dead_lettered=self._sink_dead.labels(sink),
+            truncated=self._sink_truncated.labels(sink),
             filtered=self._sink_filtered.labels(sink),
             duplicates_skipped=self._sink_duplicates.labels(sink),
             batches=self._sink_batches.labels(sink),

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from forwarder.formats import normalized, ocsf, raw
+from forwarder.formats import cef, leef, normalized, ocsf, raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,4 +27,6 @@ RENDERERS: dict[str, Renderer] = {
     "raw": raw.render,
     "normalized": normalized.render,
     "ocsf": ocsf.render,
+    "cef": cef.render,
+    "leef": leef.render,
 }

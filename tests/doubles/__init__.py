@@ -94,6 +94,6 @@ async def forward_once(
             ],
         }
     )
-    daemon = Daemon(config, once=True, sink_factory=lambda _: sink)
+    daemon = Daemon(config, once=True, sink_factory=lambda *_: sink)
     with anyio.fail_after(60):
         await daemon.run(serve_probes=False)
