@@ -13,7 +13,8 @@ into concurrent time slices adds one bounded cursor per slice.
 Beside the cursors, the checkpoint remembers the gids of the events delivered
 within the recovery window (the newest ``created_at`` minus a margin). When an
 offset is rejected, reading resumes from the start of that window and these
-gids are skipped, so recovery neither loses nor repeats events.
+gids are skipped up to ``skip_until``, so recovery neither loses nor repeats
+events, even when the forwarder restarts in the middle of it.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class Checkpoint:
     newest_created_at: str | None = None
     # (created_at, gid) of events delivered within the recovery window.
     recent: tuple[tuple[str, str], ...] = ()
+    # Set while re-reading after a recovery by time: events up to this time
+    # whose gid is in ``recent`` were delivered already and are skipped. Kept
+    # in the file so that a restart in the middle of the re-reading goes on
+    # skipping them.
+    skip_until: str | None = None
     delivered_total: int = 0
     updated_at: str = field(default_factory=lambda: format_timestamp(utc_now()))
 
@@ -75,6 +81,7 @@ def checkpoint_to_json(checkpoint: Checkpoint) -> bytes:
         "filters": checkpoint.filters,
         "newest_created_at": checkpoint.newest_created_at,
         "recent": [list(pair) for pair in checkpoint.recent],
+        "skip_until": checkpoint.skip_until,
         "delivered_total": checkpoint.delivered_total,
         "updated_at": checkpoint.updated_at,
     }
@@ -130,6 +137,7 @@ def checkpoint_from_json(data: bytes) -> Checkpoint:
         filters=filters,
         newest_created_at=_optional_str(document, "newest_created_at"),
         recent=tuple((p[0], p[1]) for p in recent),
+        skip_until=_optional_str(document, "skip_until"),
         delivered_total=delivered_total,
         updated_at=_optional_str(document, "updated_at") or "",
     )

@@ -114,6 +114,10 @@ class SinkRunner:
         self._skip: set[str] = set()
         self._skip_until = ""
         self._checkpoint = self._starting_checkpoint(checkpoint)
+        if self._checkpoint.skip_until is not None and not self._skip:
+            # Restarted in the middle of re-reading after a recovery.
+            self._skip = {gid for _, gid in self._checkpoint.recent}
+            self._skip_until = self._checkpoint.skip_until
         self._cursor = self._checkpoint.cursor
         self._saved_at = time.monotonic()
         self._pending = Batch()
@@ -175,6 +179,7 @@ class SinkRunner:
             checkpoint,
             cursors=(Cursor(start_at=start_at, end_at=cursor.end_at),),
             filters=self._settings.filters,
+            skip_until=checkpoint.newest_created_at,
         )
 
     def _lag(self) -> float:
@@ -429,6 +434,7 @@ class SinkRunner:
             newest_created_at=newest,
             recent=recent,
             delivered_total=previous.delivered_total + len(batch),
+            skip_until=self._skip_until if self._skip else None,
             updated_at=format_timestamp(utc_now()),
         )
 
@@ -466,6 +472,7 @@ class SinkRunner:
                 replace(
                     self._checkpoint,
                     cursors=(*self._checkpoint.cursors[:-1], self._cursor),
+                    skip_until=self._skip_until if self._skip else None,
                     updated_at=format_timestamp(utc_now()),
                 )
             )

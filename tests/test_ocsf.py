@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema
 
-from forwarder.formats import EventContext
+from forwarder.formats import EventContext, cef, leef
 from forwarder.formats.ocsf import (
     ACTIVITY_NAMES,
     CLASS_NAMES,
@@ -30,6 +30,15 @@ from forwarder.formats.ocsf import (
     render,
     to_ocsf,
 )
+from forwarder.formats.severity import (
+    INFORMATIONAL,
+    NOTICE,
+    WARNING,
+    Rating,
+    Severity,
+    rate,
+)
+from forwarder.formats.syslog_message import MessageFormat, Syntax
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = "1111"
@@ -141,13 +150,15 @@ def test_documented_type_renders_a_valid_event_of_its_class(
     section: str, name: str, kind: str
 ) -> None:
     """Every documented event type validates against its class's schema,
-    with the class, activity and severity of its rule."""
+    with the class and activity of its rule and the shared severity table's
+    rating."""
     document = _rendered(make_event(name, section, kind))
     rule = DOCUMENTED_RULES[name]
     assert document["class_uid"] == rule.class_uid
     assert document["category_uid"] == rule.class_uid // 1000
     assert document["type_uid"] == rule.class_uid * 100 + document["activity_id"]
-    assert document["severity_id"] == rule.severity_id
+    assert document["severity_id"] == rate(name).ocsf
+    assert document["severity"] == SEVERITY_NAMES[rate(name).ocsf]
     if rule.activity_id is not None:
         assert document["activity_id"] == rule.activity_id
     assert document["time"] == 1714564800123
@@ -304,29 +315,30 @@ def test_deletion_targets_the_entity_and_keeps_the_subtype() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "category", "class_uid", "activity_id"),
+    ("name", "category", "class_uid", "activity_id", "severity_id"),
     [
-        ("brand_new_thing_happened", "", 3004, 99),
-        ("goal_created", "creation", 3004, 1),
-        ("goal_permanently_deleted", "deletion", 3004, 4),
-        ("form_undeleted", "deletion", 3004, 3),
-        ("dashboard_viewed", "content_export", 3004, 2),
-        ("user_login_passkey_failed", "logins", 3002, 1),
-        ("user_csv_import_started", "user_updates", 3001, 99),
-        ("goal_member_added", "access_control", 3006, 3),
-        ("user_guest_role_changed", "roles", 3005, 99),
+        ("brand_new_thing_happened", "", 3004, 99, 1),
+        ("goal_created", "creation", 3004, 1, 1),
+        ("goal_permanently_deleted", "deletion", 3004, 4, 2),
+        ("form_undeleted", "deletion", 3004, 3, 1),
+        ("dashboard_viewed", "content_export", 3004, 2, 1),
+        ("user_login_passkey_failed", "logins", 3002, 1, 1),
+        ("user_csv_import_started", "user_updates", 3001, 99, 1),
+        ("goal_member_added", "access_control", 3006, 3, 1),
+        ("user_guest_role_changed", "roles", 3005, 99, 1),
     ],
 )
 def test_unknown_types_render_valid_events(
-    name: str, category: str, class_uid: int, activity_id: int
+    name: str, category: str, class_uid: int, activity_id: int, severity_id: int
 ) -> None:
     """A type Asana adds later still renders valid, classed by its category
-    and verb, Other (99) named after the type when no verb fits, severity
-    Unknown."""
+    and verb, Other (99) named after the type when no verb fits, rated by
+    the shared severity table: Informational unless its name matches a rule
+    there (a deletion is Low), never 0 Unknown."""
     event = make_event(name, category, "task", details={})
     document = _rendered(event)
     assert (document["class_uid"], document["activity_id"]) == (class_uid, activity_id)
-    assert document["severity_id"] == 0
+    assert document["severity_id"] == severity_id
     if activity_id == 99:
         assert document["activity_name"] == name
         assert document["type_uid"] == class_uid * 100 + 99
@@ -335,9 +347,11 @@ def test_unknown_types_render_valid_events(
 
 
 def test_empty_event_is_still_valid() -> None:
-    """An event with no fields at all renders valid, timed at receipt."""
+    """An event with no fields at all renders valid, timed at receipt,
+    rated Informational."""
     document = _rendered({})
     assert (document["class_uid"], document["activity_id"]) == (3004, 99)
+    assert (document["severity_id"], document["severity"]) == (1, "Informational")
     assert document["activity_name"] == "Other"
     assert document["entity"] == {"name": "Unknown"}
     assert document["time"] == 1714564860000
@@ -346,7 +360,7 @@ def test_empty_event_is_still_valid() -> None:
 
 def test_wrong_types_are_kept_in_unmapped() -> None:
     """Fields of the wrong type are not mapped, and come through unchanged
-    in unmapped."""
+    in unmapped; an event_type that is not a string rates Informational."""
     event = {
         "gid": 7,
         "created_at": 1714564800,
@@ -358,6 +372,7 @@ def test_wrong_types_are_kept_in_unmapped() -> None:
     }
     document = _rendered(event)
     assert document["class_uid"] == 3004
+    assert document["severity_id"] == 1
     assert document["time"] == 1714564860000
     assert document["unmapped"] == event
 
@@ -439,7 +454,8 @@ def _docs() -> str:
 
 def test_docs_table_matches_the_rules() -> None:
     """docs/ocsf.md lists every documented type with the class, activity,
-    status and severity the code gives it, and the OCSF version."""
+    status and severity (from the shared table) the code gives it, and the
+    OCSF version."""
     rows = {}
     for line in _docs().splitlines():
         cells = [cell.strip() for cell in line.strip("|").split("|")]
@@ -449,7 +465,8 @@ def test_docs_table_matches_the_rules() -> None:
     for name, rule in DOCUMENTED_RULES.items():
         _, _, class_cell, activity_cell, severity_cell = rows[name]
         assert int(class_cell.split()[0]) == rule.class_uid, name
-        assert int(severity_cell.split()[0]) == rule.severity_id, name
+        severity_id = rate(name).ocsf
+        assert severity_cell == f"{severity_id} {SEVERITY_NAMES[severity_id]}", name
         if rule.activity_id is None:
             assert activity_cell.startswith("from details"), name
         else:
@@ -457,6 +474,97 @@ def test_docs_table_matches_the_rules() -> None:
         if rule.status_id is not None:
             assert f"status {rule.status_id} " in activity_cell, name
     assert f"version {OCSF_VERSION}" in _docs()
+
+
+# Types no table lists: a plain one, ones the shared table rates by their
+# name, and a new failed login (not a warning: the table names those).
+UNKNOWN_TYPES = (
+    "brand_new_thing_happened",
+    "goal_permanently_deleted",
+    "workspace_new_setting_enabled",
+    "user_login_passkey_failed",
+)
+
+
+def _rating_events() -> list[dict[str, Any]]:
+    """An event of each documented and unknown type, one without an
+    event_type and one whose event_type is not a string."""
+    events = [make_event(name, section, kind) for section, name, kind in DOCUMENTED]
+    events += [make_event(name, "", "task", details={}) for name in UNKNOWN_TYPES]
+    missing = make_event("")
+    del missing["event_type"]
+    return [*events, missing, make_event("", event_type=["user_login_failed"])]
+
+
+def _cef_severity(payload: bytes) -> int:
+    """The seventh header field, where fields escape backslash and pipe."""
+    fields = re.findall(r"((?:\\[\\|]|[^\\|])*)\|", payload.decode())
+    assert fields[0] == "CEF:0"
+    return int(fields[6])
+
+
+def _leef_sev(payload: bytes) -> int:
+    """The sev attribute, split on the delimiter the header declares."""
+    header = payload.decode().split("|", 6)
+    assert header[0] == "LEEF:2.0"
+    pairs = {
+        key: value
+        for key, _, value in (
+            part.partition("=") for part in header[6].split(header[5])
+        )
+    }
+    return int(pairs["sev"])
+
+
+def _syslog_severity(message: bytes, facility: int) -> Severity:
+    """The low three bits of PRI, after checking the facility above them."""
+    match = re.match(rb"<(\d{1,3})>", message)
+    assert match is not None, message[:40]
+    pri = int(match.group(1))
+    assert pri // 8 == facility
+    return Severity(pri % 8)
+
+
+@pytest.mark.parametrize("syntax", ["rfc5424", "rfc3164"])
+def test_every_format_rates_alike(syntax: Syntax) -> None:
+    """For every documented type, unknown types and events without a string
+    event_type, the OCSF severity_id, syslog PRI severity, CEF severity and
+    LEEF sev read back from the rendered outputs are one Rating: the one
+    severity.rate gives the type (informational without a string type),
+    across all three levels."""
+    message = MessageFormat(
+        syntax=syntax,
+        facility=16,
+        hostname="relay.example",
+        app_name="asana-audit",
+        max_bytes=65536,
+    )
+    seen: set[Rating] = set()
+    for event in _rating_events():
+        event_type = event.get("event_type")
+        expected = rate(event_type) if isinstance(event_type, str) else INFORMATIONAL
+        document = _rendered(event)
+        payload = cef.render(event, CONTEXT)
+        read_back = Rating(
+            syslog=_syslog_severity(message.build(event, payload).data, 16),
+            cef=_cef_severity(payload),
+            leef=_leef_sev(leef.render(event, CONTEXT)),
+            ocsf=document["severity_id"],
+        )
+        assert read_back == expected, event_type
+        assert document["severity"] == SEVERITY_NAMES[read_back.ocsf]
+        seen.add(read_back)
+    assert seen == {WARNING, NOTICE, INFORMATIONAL}
+
+
+def test_ocsf_severity_ids_follow_the_levels() -> None:
+    """warning is 3 Medium, notice 2 Low, informational 1 Informational."""
+    assert (WARNING.ocsf, NOTICE.ocsf, INFORMATIONAL.ocsf) == (3, 2, 1)
+    assert [SEVERITY_NAMES[r.ocsf] for r in (WARNING, NOTICE, INFORMATIONAL)] == [
+        "Medium",
+        "Low",
+        "Informational",
+    ]
 
 
 def test_docs_example_is_what_render_produces() -> None:

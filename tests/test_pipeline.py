@@ -363,3 +363,44 @@ async def test_changed_api_filters_resume_by_time(tmp_path: Path) -> None:
 
 def _fields(checkpoint: Checkpoint) -> dict[str, Any]:
     return {name: getattr(checkpoint, name) for name in checkpoint.__slots__}
+
+
+async def test_a_restart_during_recovery_keeps_skipping(tmp_path: Path) -> None:
+    """Stopped while re-reading already delivered events after a recovery,
+    the next run goes on skipping them: the skip phase is in the checkpoint."""
+    api = FakeAuditLog()
+    api.add(40)
+    pipeline = Pipeline(api, tmp_path)
+    first = MemorySink()
+    await pipeline.drain(first, page_size=5)
+    api.add(10)
+    api.expire_offsets()
+    interrupted = MemorySink()
+    async with httpx.AsyncClient(transport=api.transport()) as http:
+        runner = pipeline.runner(
+            interrupted, http, once=False, page_size=5, recovery_margin=30
+        )
+
+        def stop_after_two_recovered_pages(request: httpx.Request) -> httpx.Response:
+            response = api.handle(request)
+            if (
+                sum(
+                    "offset" in r.url.params
+                    and r.url.params["offset"].endswith(f":{api.generation}")
+                    for r in api.requests
+                )
+                >= 2
+            ):
+                runner.stop()
+            return response
+
+        http._transport = httpx.MockTransport(stop_after_two_recovered_pages)
+        await runner.run()
+    saved = pipeline.store.load("memory")
+    assert saved is not None
+    assert saved.skip_until == api.events[39]["created_at"]
+    resumed = MemorySink()
+    await pipeline.drain(resumed, page_size=5)
+
+    assert interrupted.gids == []
+    assert first.gids + resumed.gids == gids(api.events)

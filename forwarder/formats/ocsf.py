@@ -1,8 +1,10 @@
 """``ocsf``: each audit event as an OCSF 1.5.0 event of the fitting class.
 
-The mapping (which event type becomes which class, activity and severity,
-and where each source field goes) is documented in docs/ocsf.md; the table
-there is checked against ``DOCUMENTED_RULES`` by the tests.
+The mapping (which event type becomes which class and activity, and where
+each source field goes) is documented in docs/ocsf.md; the table there is
+checked against ``DOCUMENTED_RULES`` by the tests. Severity is not this
+module's: ``severity_id`` is ``forwarder.formats.severity``'s rating, the
+same one syslog, CEF and LEEF carry.
 
 An event with missing or wrong-typed fields still renders as a valid OCSF
 event: a field that cannot be placed is kept as it came in ``unmapped``, and
@@ -18,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from forwarder.formats.jsonbytes import dumps
+from forwarder.formats.severity import rate_event
 from forwarder.timestamps import parse_timestamp
 
 if TYPE_CHECKING:
@@ -30,12 +33,6 @@ AUTHENTICATION = 3002
 ENTITY_MANAGEMENT = 3004
 USER_ACCESS = 3005
 GROUP_MANAGEMENT = 3006
-
-UNKNOWN_SEVERITY = 0
-INFORMATIONAL = 1
-LOW = 2
-MEDIUM = 3
-HIGH = 4
 
 SUCCESS = 1
 FAILURE = 2
@@ -82,13 +79,8 @@ ACTIVITY_NAMES: dict[int, dict[int, str]] = {
         OTHER: "Other",
     },
 }
-SEVERITY_NAMES = {
-    UNKNOWN_SEVERITY: "Unknown",
-    INFORMATIONAL: "Informational",
-    LOW: "Low",
-    MEDIUM: "Medium",
-    HIGH: "High",
-}
+# The OCSF captions of the severities forwarder.formats.severity rates with.
+SEVERITY_NAMES = {1: "Informational", 2: "Low", 3: "Medium"}
 STATUS_NAMES = {SUCCESS: "Success", FAILURE: "Failure"}
 
 
@@ -99,130 +91,127 @@ class Rule:
 
     class_uid: int
     activity_id: int | None
-    severity_id: int
     status_id: int | None = None
 
 
 _AC, _AU, _EM = ACCOUNT_CHANGE, AUTHENTICATION, ENTITY_MANAGEMENT
 _UA, _GM = USER_ACCESS, GROUP_MANAGEMENT
-_I, _L, _M, _H = INFORMATIONAL, LOW, MEDIUM, HIGH
 
-# Every type in forwarder/data/event_types.tsv, in its order. Severity: see
-# "Severity" in docs/ocsf.md.
+# Every type in forwarder/data/event_types.tsv, in its order.
 DOCUMENTED_RULES: dict[str, Rule] = {
     # logins
-    "user_login_succeeded": Rule(_AU, 1, _I, SUCCESS),
-    "user_login_failed": Rule(_AU, 1, _L, FAILURE),
-    "user_logged_out": Rule(_AU, 2, _I, SUCCESS),
+    "user_login_succeeded": Rule(_AU, 1, SUCCESS),
+    "user_login_failed": Rule(_AU, 1, FAILURE),
+    "user_logged_out": Rule(_AU, 2, SUCCESS),
     # user updates
-    "user_invited": Rule(_AC, 1, _I),
-    "user_deprovisioned": Rule(_AC, 5, _L),
-    "user_reprovisioned": Rule(_AC, 2, _L),
-    "user_forgot_password_started": Rule(_AC, 4, _I),
-    "user_password_reset": Rule(_AC, 4, _L),
-    "user_password_changed": Rule(_AC, 3, _I),
-    "user_two_factor_auth_enabled": Rule(_AC, 10, _I),
-    "user_two_factor_auth_disabled": Rule(_AC, 11, _M),
+    "user_invited": Rule(_AC, 1),
+    "user_deprovisioned": Rule(_AC, 5),
+    "user_reprovisioned": Rule(_AC, 2),
+    "user_forgot_password_started": Rule(_AC, 4),
+    "user_password_reset": Rule(_AC, 4),
+    "user_password_changed": Rule(_AC, 3),
+    "user_two_factor_auth_enabled": Rule(_AC, 10),
+    "user_two_factor_auth_disabled": Rule(_AC, 11),
     # admin settings
-    "workspace_security_contact_email_changed": Rule(_EM, 3, _M),
-    "workspace_google_sso_settings_changed": Rule(_EM, 3, _M),
-    "workspace_saml_settings_changed": Rule(_EM, 3, _M),
-    "workspace_saml_url_changed": Rule(_EM, 3, _M),
-    "workspace_password_requirements_changed": Rule(_EM, 3, _M),
-    "workspace_force_password_reset": Rule(_EM, OTHER, _M),
-    "workspace_guest_invite_permissions_changed": Rule(_EM, 3, _L),
-    "workspace_file_attachment_options_changed": Rule(_EM, 3, _L),
-    "workspace_default_team_privacy_settings_changed": Rule(_EM, 3, _L),
-    "workspace_wide_reporting_enabled": Rule(_EM, 8, _L),
-    "workspace_wide_reporting_disabled": Rule(_EM, 9, _I),
-    "workspace_associated_email_domain_added": Rule(_EM, 1, _M),
-    "workspace_associated_email_domain_removed": Rule(_EM, 4, _L),
-    "workspace_require_two_factor_auth_enabled": Rule(_EM, 8, _I),
-    "workspace_require_two_factor_auth_disabled": Rule(_EM, 9, _H),
-    "workspace_app_recipient_emails_changed": Rule(_EM, 3, _L),
-    "workspace_view_links_enabled": Rule(_EM, 8, _L),
-    "workspace_view_links_disabled": Rule(_EM, 9, _I),
-    "workspace_default_session_duration_changed": Rule(_EM, 3, _M),
-    "workspace_announcement_created": Rule(_EM, 1, _I),
-    "workspace_announcement_removed": Rule(_EM, 4, _I),
-    "workspace_form_link_authentication_required_enabled": Rule(_EM, 8, _I),
-    "workspace_form_link_authentication_required_disabled": Rule(_EM, 9, _M),
-    "workspace_personal_access_token_enabled": Rule(_EM, 8, _M),
-    "workspace_personal_access_token_disabled": Rule(_EM, 9, _I),
-    "workspace_app_admin_approval_setting_changed": Rule(_EM, 3, _M),
-    "workspace_require_app_approvals_of_type_changed": Rule(_EM, 3, _M),
-    "workspace_form_is_embeddable_forms_enabled": Rule(_EM, 8, _L),
-    "workspace_form_is_embeddable_forms_disabled": Rule(_EM, 9, _I),
-    "workspace_logged_out_view_authentication_required_enabled": Rule(_EM, 8, _I),
-    "workspace_logged_out_view_authentication_required_disabled": Rule(_EM, 9, _M),
-    "workspace_baa_signed": Rule(_EM, OTHER, _I),
+    "workspace_security_contact_email_changed": Rule(_EM, 3),
+    "workspace_google_sso_settings_changed": Rule(_EM, 3),
+    "workspace_saml_settings_changed": Rule(_EM, 3),
+    "workspace_saml_url_changed": Rule(_EM, 3),
+    "workspace_password_requirements_changed": Rule(_EM, 3),
+    "workspace_force_password_reset": Rule(_EM, OTHER),
+    "workspace_guest_invite_permissions_changed": Rule(_EM, 3),
+    "workspace_file_attachment_options_changed": Rule(_EM, 3),
+    "workspace_default_team_privacy_settings_changed": Rule(_EM, 3),
+    "workspace_wide_reporting_enabled": Rule(_EM, 8),
+    "workspace_wide_reporting_disabled": Rule(_EM, 9),
+    "workspace_associated_email_domain_added": Rule(_EM, 1),
+    "workspace_associated_email_domain_removed": Rule(_EM, 4),
+    "workspace_require_two_factor_auth_enabled": Rule(_EM, 8),
+    "workspace_require_two_factor_auth_disabled": Rule(_EM, 9),
+    "workspace_app_recipient_emails_changed": Rule(_EM, 3),
+    "workspace_view_links_enabled": Rule(_EM, 8),
+    "workspace_view_links_disabled": Rule(_EM, 9),
+    "workspace_default_session_duration_changed": Rule(_EM, 3),
+    "workspace_announcement_created": Rule(_EM, 1),
+    "workspace_announcement_removed": Rule(_EM, 4),
+    "workspace_form_link_authentication_required_enabled": Rule(_EM, 8),
+    "workspace_form_link_authentication_required_disabled": Rule(_EM, 9),
+    "workspace_personal_access_token_enabled": Rule(_EM, 8),
+    "workspace_personal_access_token_disabled": Rule(_EM, 9),
+    "workspace_app_admin_approval_setting_changed": Rule(_EM, 3),
+    "workspace_require_app_approvals_of_type_changed": Rule(_EM, 3),
+    "workspace_form_is_embeddable_forms_enabled": Rule(_EM, 8),
+    "workspace_form_is_embeddable_forms_disabled": Rule(_EM, 9),
+    "workspace_logged_out_view_authentication_required_enabled": Rule(_EM, 8),
+    "workspace_logged_out_view_authentication_required_disabled": Rule(_EM, 9),
+    "workspace_baa_signed": Rule(_EM, OTHER),
     # roles
-    "user_workspace_admin_role_changed": Rule(_UA, None, _M),
-    "user_division_admin_role_changed": Rule(_UA, None, _M),
+    "user_workspace_admin_role_changed": Rule(_UA, None),
+    "user_division_admin_role_changed": Rule(_UA, None),
     # content export
-    "workspace_export_started": Rule(_EM, 2, _H),
-    "search_report_export_started": Rule(_EM, 2, _L),
-    "workspace_teams_export_started": Rule(_EM, 2, _L),
-    "division_teams_export_started": Rule(_EM, 2, _L),
-    "workspace_members_export_started": Rule(_EM, 2, _M),
-    "project_csv_export_started": Rule(_EM, 2, _L),
-    "attachment_downloaded": Rule(_EM, 2, _I),
-    "workspace_attachment_export_started": Rule(_EM, 2, _H),
-    "object_export_started": Rule(_EM, 2, _L),
+    "workspace_export_started": Rule(_EM, 2),
+    "search_report_export_started": Rule(_EM, 2),
+    "workspace_teams_export_started": Rule(_EM, 2),
+    "division_teams_export_started": Rule(_EM, 2),
+    "workspace_members_export_started": Rule(_EM, 2),
+    "project_csv_export_started": Rule(_EM, 2),
+    "attachment_downloaded": Rule(_EM, 2),
+    "workspace_attachment_export_started": Rule(_EM, 2),
+    "object_export_started": Rule(_EM, 2),
     # access control
-    "project_share_link_enabled": Rule(_EM, 8, _M),
-    "project_share_link_disabled": Rule(_EM, 9, _I),
-    "project_view_link_enabled": Rule(_EM, 8, _M),
-    "project_view_link_disabled": Rule(_EM, 9, _I),
-    "team_privacy_settings_changed": Rule(_EM, 3, _L),
-    "team_member_added": Rule(_GM, 3, _I),
-    "team_member_removed": Rule(_GM, 4, _I),
-    "project_member_added": Rule(_GM, 3, _I),
-    "project_member_removed": Rule(_GM, 4, _I),
-    "project_privacy_settings_changed": Rule(_EM, 3, _L),
-    "portfolio_member_added": Rule(_GM, 3, _I),
-    "portfolio_member_removed": Rule(_GM, 4, _I),
+    "project_share_link_enabled": Rule(_EM, 8),
+    "project_share_link_disabled": Rule(_EM, 9),
+    "project_view_link_enabled": Rule(_EM, 8),
+    "project_view_link_disabled": Rule(_EM, 9),
+    "team_privacy_settings_changed": Rule(_EM, 3),
+    "team_member_added": Rule(_GM, 3),
+    "team_member_removed": Rule(_GM, 4),
+    "project_member_added": Rule(_GM, 3),
+    "project_member_removed": Rule(_GM, 4),
+    "project_privacy_settings_changed": Rule(_EM, 3),
+    "portfolio_member_added": Rule(_GM, 3),
+    "portfolio_member_removed": Rule(_GM, 4),
     # apps
-    "team_harvest_integration_enabled": Rule(_EM, 8, _L),
-    "team_harvest_integration_disabled": Rule(_EM, 9, _I),
-    "user_app_authorized": Rule(_EM, 1, _L),
-    "user_app_revoked": Rule(_EM, 4, _I),
-    "user_personal_access_token_authorized": Rule(_EM, 1, _M),
-    "user_personal_access_token_revoked": Rule(_EM, 4, _I),
-    "service_account_created": Rule(_AC, 1, _M),
-    "service_account_deleted": Rule(_AC, 6, _L),
-    "service_account_name_changed": Rule(_AC, OTHER, _I),
+    "team_harvest_integration_enabled": Rule(_EM, 8),
+    "team_harvest_integration_disabled": Rule(_EM, 9),
+    "user_app_authorized": Rule(_EM, 1),
+    "user_app_revoked": Rule(_EM, 4),
+    "user_personal_access_token_authorized": Rule(_EM, 1),
+    "user_personal_access_token_revoked": Rule(_EM, 4),
+    "service_account_created": Rule(_AC, 1),
+    "service_account_deleted": Rule(_AC, 6),
+    "service_account_name_changed": Rule(_AC, OTHER),
     # creation
-    "team_created": Rule(_GM, 6, _I),
-    "attachment_uploaded": Rule(_EM, 1, _I),
+    "team_created": Rule(_GM, 6),
+    "attachment_uploaded": Rule(_EM, 1),
     # deletion
-    "task_deleted": Rule(_EM, 4, _L),
-    "task_permanently_deleted": Rule(_EM, 4, _M),
-    "task_undeleted": Rule(_EM, 3, _I),
-    "project_deleted": Rule(_EM, 4, _L),
-    "project_undeleted": Rule(_EM, 3, _I),
-    "portfolio_deleted": Rule(_EM, 4, _L),
-    "portfolio_undeleted": Rule(_EM, 3, _I),
-    "goal_deleted": Rule(_EM, 4, _L),
-    "goal_undeleted": Rule(_EM, 3, _I),
-    "custom_field_deleted": Rule(_EM, 4, _L),
-    "custom_field_undeleted": Rule(_EM, 3, _I),
-    "message_deleted": Rule(_EM, 4, _L),
-    "message_permanently_deleted": Rule(_EM, 4, _M),
-    "message_undeleted": Rule(_EM, 3, _I),
-    "team_deleted": Rule(_GM, 5, _L),
-    "team_undeleted": Rule(_GM, OTHER, _I),
-    "attachment_deleted": Rule(_EM, 4, _L),
-    "attachment_undeleted": Rule(_EM, 3, _I),
-    "comment_deleted": Rule(_EM, 4, _L),
-    "comment_undeleted": Rule(_EM, 3, _I),
-    "status_update_deleted": Rule(_EM, 4, _L),
-    "status_update_permanently_deleted": Rule(_EM, 4, _M),
-    "status_update_undeleted": Rule(_EM, 3, _I),
-    "task_template_deleted": Rule(_EM, 4, _L),
-    "task_template_undeleted": Rule(_EM, 3, _I),
-    "project_template_deleted": Rule(_EM, 4, _L),
-    "project_template_undeleted": Rule(_EM, 3, _I),
+    "task_deleted": Rule(_EM, 4),
+    "task_permanently_deleted": Rule(_EM, 4),
+    "task_undeleted": Rule(_EM, 3),
+    "project_deleted": Rule(_EM, 4),
+    "project_undeleted": Rule(_EM, 3),
+    "portfolio_deleted": Rule(_EM, 4),
+    "portfolio_undeleted": Rule(_EM, 3),
+    "goal_deleted": Rule(_EM, 4),
+    "goal_undeleted": Rule(_EM, 3),
+    "custom_field_deleted": Rule(_EM, 4),
+    "custom_field_undeleted": Rule(_EM, 3),
+    "message_deleted": Rule(_EM, 4),
+    "message_permanently_deleted": Rule(_EM, 4),
+    "message_undeleted": Rule(_EM, 3),
+    "team_deleted": Rule(_GM, 5),
+    "team_undeleted": Rule(_GM, OTHER),
+    "attachment_deleted": Rule(_EM, 4),
+    "attachment_undeleted": Rule(_EM, 3),
+    "comment_deleted": Rule(_EM, 4),
+    "comment_undeleted": Rule(_EM, 3),
+    "status_update_deleted": Rule(_EM, 4),
+    "status_update_permanently_deleted": Rule(_EM, 4),
+    "status_update_undeleted": Rule(_EM, 3),
+    "task_template_deleted": Rule(_EM, 4),
+    "task_template_undeleted": Rule(_EM, 3),
+    "project_template_deleted": Rule(_EM, 4),
+    "project_template_undeleted": Rule(_EM, 3),
 }
 
 # Suffix -> Entity Management activity, for types not in the table. First
@@ -266,18 +255,16 @@ def rule_for(event_type: str, category: str = "") -> Rule:
         return documented
     section = category.casefold().replace("_", " ")
     if section == "logins" or event_type.startswith(("user_login", "user_logged")):
-        return Rule(
-            _AU, _logon_activity(event_type), UNKNOWN_SEVERITY, _status(event_type)
-        )
+        return Rule(_AU, _logon_activity(event_type), _status(event_type))
     if event_type.endswith("_member_added"):
-        return Rule(_GM, 3, UNKNOWN_SEVERITY)
+        return Rule(_GM, 3)
     if event_type.endswith("_member_removed"):
-        return Rule(_GM, 4, UNKNOWN_SEVERITY)
+        return Rule(_GM, 4)
     if section == "roles" or event_type.endswith("_role_changed"):
-        return Rule(_UA, None, UNKNOWN_SEVERITY)
+        return Rule(_UA, None)
     if section == "user updates":
-        return Rule(_AC, _verb(event_type, _ACCOUNT_VERBS), UNKNOWN_SEVERITY)
-    return Rule(_EM, _verb(event_type, VERB_ACTIVITIES), UNKNOWN_SEVERITY)
+        return Rule(_AC, _verb(event_type, _ACCOUNT_VERBS))
+    return Rule(_EM, _verb(event_type, VERB_ACTIVITIES))
 
 
 def _logon_activity(event_type: str) -> int:
@@ -590,6 +577,7 @@ def to_ocsf(event: dict[str, Any], context: EventContext) -> dict[str, Any]:
     rule, activity_id = activity.rule, activity.activity_id
     class_name = CLASS_NAMES[rule.class_uid]
     time = _epoch_ms(event.get("created_at"))
+    severity_id = rate_event(event).ocsf
     ocsf: dict[str, Any] = {
         "class_uid": rule.class_uid,
         "class_name": class_name,
@@ -602,8 +590,8 @@ def to_ocsf(event: dict[str, Any], context: EventContext) -> dict[str, Any]:
         # Without a usable created_at, when the forwarder read the event is
         # the closest known time.
         "time": time if time is not None else _epoch_ms(context.received_at) or 0,
-        "severity_id": rule.severity_id,
-        "severity": SEVERITY_NAMES[rule.severity_id],
+        "severity_id": severity_id,
+        "severity": SEVERITY_NAMES[severity_id],
         "metadata": _metadata(source, context),
     }
     if rule.status_id is not None:

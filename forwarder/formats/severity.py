@@ -1,6 +1,6 @@
-"""How serious an audit event is, in the scales syslog, CEF and LEEF use.
+"""How serious an audit event is, in the scales syslog, CEF, LEEF and OCSF use.
 
-One table for the three so that a SIEM sees the same event rated alike
+One table for the four so that a SIEM sees the same event rated alike
 whatever the wire format. Three levels are enough for an audit log, which
 records what people did, not failures of machines:
 
@@ -12,7 +12,8 @@ records what people did, not failures of machines:
   deprovisioned.
 - informational: everything else, including event types not known yet.
 
-The table is documented in docs/syslog.md; keep the two in step.
+The table is documented in docs/syslog.md (docs/ocsf.md points there);
+keep them in step.
 """
 
 from __future__ import annotations
@@ -40,17 +41,19 @@ class Rating:
     """One event's severity in each scale.
 
     ``cef`` is CEF's 0-10 (ArcSight reads 0-3 low, 4-6 medium, 7-8 high);
-    ``leef`` is QRadar's 1-10 ``sev``, on the same numbers.
+    ``leef`` is QRadar's 1-10 ``sev``, on the same numbers; ``ocsf`` is
+    OCSF's ``severity_id`` (3 Medium, 2 Low, 1 Informational).
     """
 
     syslog: Severity
     cef: int
     leef: int
+    ocsf: int
 
 
-WARNING = Rating(Severity.WARNING, 7, 7)
-NOTICE = Rating(Severity.NOTICE, 5, 5)
-INFORMATIONAL = Rating(Severity.INFORMATIONAL, 3, 3)
+WARNING = Rating(Severity.WARNING, 7, 7, 3)
+NOTICE = Rating(Severity.NOTICE, 5, 5, 2)
+INFORMATIONAL = Rating(Severity.INFORMATIONAL, 3, 3, 1)
 
 WARNING_TYPES = frozenset(
     {
