@@ -180,6 +180,9 @@ class FileCheckpointStore:
     def prepare(self) -> None:
         """Create the directories, owner-only, as they hold the stream position."""
         try:
+            # mkdir's mode only applies to directories it creates: an existing
+            # volume keeps the modes its owner gave it.
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.checkpoint_directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as error:
             raise StateError(
@@ -192,7 +195,8 @@ class FileCheckpointStore:
         state would each redeliver or skip what the other saved."""
         self.prepare()
         path = self.directory / "lock"
-        handle = path.open("ab")
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        handle = os.fdopen(descriptor, "ab")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -43,6 +43,10 @@ class ProbeServer:
 def _handler_for(metrics: Metrics, health: Health) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "asana-audit-forwarder"
+        # No Python version in the Server header, and no connection held open
+        # for ever by a peer that never finishes its request.
+        sys_version = ""
+        timeout = 10
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

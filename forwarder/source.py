@@ -122,7 +122,8 @@ def _api_message(response: httpx.Response) -> str:
         text = "; ".join(m for m in messages if m)
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         text = ""
-    return redact(text[:500]) or f"HTTP {response.status_code} without an error body"
+    # Redact before cutting: a secret straddling the cut would keep its start.
+    return redact(text)[:500] or f"HTTP {response.status_code} without an error body"
 
 
 def _page_from(response: httpx.Response, *, sent_offset: bool) -> Page:

@@ -46,7 +46,7 @@ class FileSink:
             raise SinkError(f"cannot open {self.path}: {error.strerror}") from error
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
         self._descriptor = os.open(
             self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640
         )

@@ -115,6 +115,11 @@ class HttpSink:
         # Configured headers win, Content-Type included (some receivers want
         # their own media type).
         configured = {k: v.reveal() for k, v in (headers or {}).items()}
+        for value in configured.values():
+            # "Bearer <token>": a receiver may echo the token alone.
+            credential = value.partition(" ")[2].strip()
+            if credential:
+                Secret(credential)
         for header in list(self._headers):
             if any(header.lower() == key.lower() for key in configured):
                 del self._headers[header]

@@ -299,8 +299,9 @@ def _reply_text(
 ) -> str:
     text = body.get("text")
     if not isinstance(text, str):
-        text = response.content[:300].decode("utf-8", "replace")
-    return scrub(" ".join(text.split())[:200], *hide)
+        text = response.content[:65536].decode("utf-8", "replace")
+    # Redact before cutting: a secret straddling the cut would keep its start.
+    return scrub(" ".join(text.split()), *hide)[:200]
 
 
 def raise_for(reply: Reply, *, sink: str, target: str, credential: str) -> NoReturn:
