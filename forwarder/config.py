@@ -70,6 +70,8 @@ class SourceConfig(Section):
     token: SecretValue
     base_url: str = DEFAULT_BASE_URL
     allow_insecure_http: bool = False
+    # A CA bundle to trust for the API, for TLS-inspecting proxies.
+    ca_file: Path | None = None
     poll_interval: Duration = 15.0
     page_size: Annotated[int, Field(ge=1, le=100)] = 100
     start_at: Annotated[datetime | None, BeforeValidator(_start_at)] = None
@@ -83,6 +85,8 @@ class SourceConfig(Section):
         scheme = urlsplit(self.base_url).scheme
         if scheme not in ("https", "http"):
             raise ValueError("base_url must be an https:// URL")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"ca_file {self.ca_file} is not a readable file")
         if scheme == "http" and not self.allow_insecure_http:
             raise ValueError(
                 "base_url is http://, which would send the token in clear; "

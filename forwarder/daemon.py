@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import ssl
 import time
 from collections.abc import Callable
 
@@ -115,8 +116,17 @@ class Daemon:
     async def _run_pipeline(self, checkpoints: dict[str, Checkpoint | None]) -> None:
         source = self.config.source
         timeout = httpx.Timeout(source.request_timeout, connect=10.0)
+        verify: ssl.SSLContext | bool = True
+        if source.ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(source.ca_file))
+        if source.base_url.startswith("http://"):
+            log.warning(
+                "api_tls_disabled",
+                base_url=source.base_url,
+                consequence="the token travels in clear",
+            )
         async with httpx.AsyncClient(
-            timeout=timeout, transport=self._transport, verify=True
+            timeout=timeout, transport=self._transport, verify=verify
         ) as http:
             client = AuditLogClient(
                 http,

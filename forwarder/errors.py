@@ -5,7 +5,7 @@
     ├── StateError           a checkpoint file cannot be read or written
     ├── ApiError             the Asana API answered with an error
     │   ├── ApiRetryable     timeouts, transport errors, 429, 5xx, malformed pages
-    │   ├── ApiAccessDenied  401, 402, 403, 404: a person must act
+    │   ├── ApiAccessDenied  401, 402, 403, 404, TLS verification: a person must act
     │   ├── OffsetRejected   400 on a request that carried an offset
     │   └── ApiBadRequest    400 on a request without an offset
     └── SinkError            a sink could not deliver a batch
@@ -61,7 +61,8 @@ class ApiRetryable(ApiError):
 
 
 class ApiAccessDenied(ApiError):
-    """Raised on 401, 402, 403 and 404: the token, tier or workspace is wrong."""
+    """Raised on 401, 402, 403 and 404 (the token, tier or workspace is wrong)
+    and when the API's certificate fails verification."""
 
 
 class OffsetRejected(ApiError):

@@ -11,6 +11,7 @@ request.
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -102,11 +103,33 @@ class AuditLogClient:
             )
         except httpx.TimeoutException as error:
             raise ApiRetryable(f"request timed out ({type(error).__name__})") from error
+        except httpx.ConnectError as error:
+            verification = _certificate_problem(error)
+            if verification is not None:
+                # A certificate the trust store rejects will not fix itself:
+                # a person must act (source.ca_file, or a proxy's CA).
+                raise ApiAccessDenied(
+                    f"TLS certificate verification failed: {verification}"
+                ) from error
+            raise ApiRetryable(
+                f"transport error: {redact(str(error)) or type(error).__name__}"
+            ) from error
         except httpx.TransportError as error:
             raise ApiRetryable(
                 f"transport error: {redact(str(error)) or type(error).__name__}"
             ) from error
         return _page_from(response, sent_offset=cursor.offset is not None)
+
+
+def _certificate_problem(error: BaseException) -> str | None:
+    """The verification failure behind a connection error, if that is what
+    it was."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return redact(cause.verify_message or str(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _request_id(response: httpx.Response) -> str | None:

@@ -633,11 +633,15 @@ def test_an_unreachable_api_keeps_the_token_out(
             syslog=f"tcp://127.0.0.1:{free_port()}",
         )
         config = config_path(tmp_path, at, port)
-        output = run_daemon(config, transcript, port, [("api_request_retry", {})])
-    reason = (
-        "CERTIFICATE_VERIFY_FAILED" if failure == "untrusted certificate" else "onnect"
-    )
-    assert reason in logged(output, "api_request_retry")[0]["error"]
+        # A certificate problem needs a person (ERROR, unready); a refused
+        # connection is retried as transient.
+        event, reason = (
+            ("api_access_refused", "certificate verification failed")
+            if failure == "untrusted certificate"
+            else ("api_request_retry", "onnect")
+        )
+        output = run_daemon(config, transcript, port, [(event, {})])
+    assert reason in logged(output, event)[0]["error"]
     collect_state(transcript, tmp_path)
     transcript.assert_no_secret()
 

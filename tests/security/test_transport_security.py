@@ -147,7 +147,8 @@ async def test_the_api_client_refuses_an_untrusted_certificate(
 ) -> None:
     """The daemon's API client verifies the server's certificate: one from
     an unknown CA fails every request before anything is sent (the token
-    included), and the retry is logged with the certificate problem named."""
+    included); the failure is logged at ERROR with the certificate problem
+    named, and the daemon turns unready, as for a refused token."""
     sink = MemorySink()
     daemon = Daemon(
         api_config(tls_api.base_url, tmp_path / "state"),
@@ -158,14 +159,18 @@ async def test_the_api_client_refuses_an_untrusted_certificate(
         async with anyio.create_task_group() as group:
             group.start_soon(partial(daemon.run, serve_probes=False))
 
-            def retried() -> bool:
-                return any(e["event"] == "api_request_retry" for e in logs)
+            def refused() -> bool:
+                return any(e["event"] == "api_access_refused" for e in logs)
 
-            await eventually(retried, "a logged API retry")
+            await eventually(refused, "a logged refusal")
+            unready = daemon.health.ready()
             group.cancel_scope.cancel()
-    [retry, *_] = [e for e in logs if e["event"] == "api_request_retry"]
-    assert "CERTIFICATE_VERIFY_FAILED" in retry["error"]
-    assert "unable to get local issuer certificate" in retry["error"]
+    [refusal, *_] = [e for e in logs if e["event"] == "api_access_refused"]
+    assert refusal["log_level"] == "error"
+    assert "certificate verification failed" in refusal["error"]
+    assert "unable to get local issuer certificate" in refusal["error"]
+    assert unready[0] is False
+    assert "certificate" in unready[1]
     assert tls_api.requests_seen == 0
     assert sink.documents == []
 
@@ -177,13 +182,32 @@ async def test_the_api_client_trusts_a_ca_named_by_ssl_cert_file(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With the private CA named by SSL_CERT_FILE (the way to trust a
-    TLS-inspecting proxy: the source has no ca_file key), the same server
-    is trusted and its events delivered."""
+    """With the private CA named by SSL_CERT_FILE, the same server is
+    trusted and its events delivered."""
     monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
     sink = MemorySink()
     daemon = Daemon(
         api_config(tls_api.base_url, tmp_path / "state"),
+        once=True,
+        registry=CollectorRegistry(),
+        sink_factory=lambda _config, _metrics: sink,
+    )
+    with anyio.fail_after(20):
+        await daemon.run(serve_probes=False)
+    assert sink.gids == [api_event(1)["gid"], api_event(2)["gid"]]
+
+
+@pytest.mark.anyio
+async def test_the_api_client_trusts_the_source_ca_file(
+    tls_api: FakeAuditApi, ca_file: Path, tmp_path: Path
+) -> None:
+    """source.ca_file names a CA to trust for the API alone."""
+    sink = MemorySink()
+    document = api_config(tls_api.base_url, tmp_path / "state").model_dump()
+    document["source"]["token"] = API_TOKEN
+    document["source"]["ca_file"] = str(ca_file)
+    daemon = Daemon(
+        parse_config(document),
         once=True,
         registry=CollectorRegistry(),
         sink_factory=lambda _config, _metrics: sink,
