@@ -147,10 +147,20 @@ def test_toml_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_the_example_configuration_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     """config/forwarder.example.toml documents a configuration that loads."""
-    for name in ("ASANA_TOKEN", "SPLUNK_HEC_TOKEN", "SUMO_SOURCE_URL",
-                 "VECTOR_AUTHORIZATION"):
+    for name in (
+        "ASANA_TOKEN",
+        "SPLUNK_HEC_TOKEN",
+        "SUMO_SOURCE_URL",
+        "VECTOR_AUTHORIZATION",
+    ):
         monkeypatch.setenv(name, f"https://example.com/{name.lower()}")
     example = Path(__file__).parent.parent / "config" / "forwarder.example.toml"
     config = load_config(example)
     assert [sink.type for sink in config.sinks] == [
-        "file", "stdout", "splunk_hec", "sumo_logic", "http", "syslog"]
+        "file",
+        "stdout",
+        "splunk_hec",
+        "sumo_logic",
+        "http",
+        "syslog",
+    ]
