@@ -22,7 +22,13 @@ from pydantic import (
     model_validator,
 )
 
-from forwarder.config_types import Duration, SecretValue, Section, SinkBaseConfig
+from forwarder.config_types import (
+    Duration,
+    NonEmptyPath,
+    SecretValue,
+    Section,
+    SinkBaseConfig,
+)
 from forwarder.durations import parse_duration
 from forwarder.errors import ConfigError
 from forwarder.sinks.http import HttpSinkConfig
@@ -37,7 +43,7 @@ DEFAULT_BASE_URL = "https://app.asana.com/api/1.0"
 class ApiFilters(Section):
     """Server-side filters: the API only returns matching events."""
 
-    event_type: str | None = None
+    event_type: Annotated[str, Field(min_length=1)] | None = None
     actor_type: (
         Literal["user", "asana", "asana_support", "anonymous", "external_administrator"]
         | None
@@ -56,13 +62,20 @@ class ApiFilters(Section):
 
 
 def _start_at(value: object) -> datetime | None:
-    if value is None or isinstance(value, datetime):
+    if value is None:
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a date-time without a zone; add 'Z' for UTC")
         return value
     if not isinstance(value, str):
         raise ValueError("expected a timestamp or a duration ago, such as '7d'")
     if value[:1].isdigit() and "T" in value:
         return parse_timestamp(value)
-    return utc_now() - timedelta(seconds=parse_duration(value))
+    try:
+        return utc_now() - timedelta(seconds=parse_duration(value))
+    except OverflowError:
+        raise ValueError(f"{value!r} is too far back") from None
 
 
 class SourceConfig(Section):
@@ -76,18 +89,29 @@ class SourceConfig(Section):
     page_size: Annotated[int, Field(ge=1, le=100)] = 100
     start_at: Annotated[datetime | None, BeforeValidator(_start_at)] = None
     max_requests_per_minute: Annotated[int, Field(ge=1, le=1500)] = 600
-    request_timeout: Duration = 30.0
+    request_timeout: Annotated[Duration, Field(gt=0)] = 30.0
     offset_recovery_margin: Duration = 300.0
     filters: ApiFilters = ApiFilters()
 
+    @field_validator("base_url")
+    @classmethod
+    def _https_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("https", "http") or not parts.hostname:
+            raise ValueError("base_url must be an https:// URL with a host")
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"ca_file {value} is not a readable file")
+        return value
+
     @model_validator(mode="after")
     def _https_only(self) -> SourceConfig:
-        scheme = urlsplit(self.base_url).scheme
-        if scheme not in ("https", "http"):
-            raise ValueError("base_url must be an https:// URL")
-        if self.ca_file is not None and not self.ca_file.is_file():
-            raise ValueError(f"ca_file {self.ca_file} is not a readable file")
-        if scheme == "http" and not self.allow_insecure_http:
+        # Two keys together: reported on the section.
+        if urlsplit(self.base_url).scheme == "http" and not self.allow_insecure_http:
             raise ValueError(
                 "base_url is http://, which would send the token in clear; "
                 "use https:// or set allow_insecure_http = true (tests only)"
@@ -140,7 +164,7 @@ class StdoutSinkConfig(SinkBaseConfig):
 
 class FileSinkConfig(SinkBaseConfig):
     type: Literal["file"]
-    path: Path
+    path: NonEmptyPath
     max_bytes: Annotated[int, Field(ge=1024)] = 100 * 1024 * 1024
     keep_files: Annotated[int, Field(ge=0, le=1000)] = 5
     fsync: bool = True
@@ -197,6 +221,10 @@ def _problem_of(error: Any) -> str:
         return "unknown key (misspelt, or not valid in this section)"
     if error["type"] == "missing":
         return "required key is missing"
+    if error["type"] in ("model_type", "model_attributes_type"):
+        return "expected a table (a [section] or { key = value })"
+    if error["type"] == "path_type":
+        return "expected a path (a string)"
     if error["type"] == "union_tag_invalid":
         return f"unknown sink type; expected one of {', '.join(SINK_TYPES)}"
     if error["type"] == "union_tag_not_found":
@@ -220,6 +248,10 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError([(str(path), f"cannot read: {error.strerror}")]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            [(str(path), f"not UTF-8 text (byte {error.start})")]
+        ) from None
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -4,6 +4,7 @@ strict base section and what every sink has in common."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -21,6 +22,15 @@ def _secret(value: object) -> Secret:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _path(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("expected a path, not an empty string")
+    return value
+
+
+NonEmptyPath = Annotated[Path, BeforeValidator(_path)]
 SecretValue = Annotated[Secret, BeforeValidator(_secret)]
 
 

@@ -20,16 +20,30 @@ class DeadLetterFile:
         self.path = directory / "dead-letter" / f"{sink}.jsonl"
         self.sink = sink
 
+    def _line(self, now: str, event: Any, reason: str) -> bytes:
+        entry = {"dead_lettered_at": now, "sink": self.sink, "reason": reason}
+        try:
+            return dumps({**entry, "event": event}) + b"\n"
+        except (TypeError, ValueError):
+            gid = event.get("gid") if isinstance(event, dict) else None
+            entry["reason"] = f"{reason}; the event itself cannot be encoded"
+            return (
+                dumps(
+                    {
+                        **entry,
+                        "event": None,
+                        "gid": gid if isinstance(gid, str) else None,
+                    }
+                )
+                + b"\n"
+            )
+
     def write(self, items: list[tuple[Any, str]]) -> None:
         """Append (event, reason) pairs durably."""
         if not items:
             return
         now = format_timestamp(utc_now())
-        lines = b"".join(
-            dumps({"dead_lettered_at": now, "sink": self.sink, "reason": r, "event": e})
-            + b"\n"
-            for e, r in items
-        )
+        lines = b"".join(self._line(now, e, r) for e, r in items)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:

@@ -329,7 +329,8 @@ class SinkRunner:
             # Past the newest event delivered before the recovery: all new.
             self._skip = set()
             return False
-        return event.get("gid") in self._skip
+        gid = event.get("gid")
+        return isinstance(gid, str) and gid in self._skip
 
     def _count_page(self, filtered: int, skipped: int) -> None:
         if filtered:
@@ -403,6 +404,17 @@ class SinkRunner:
         log.debug("batch_delivered", sink=self.name, events=delivered)
         return await self._save(self._advanced(batch))
 
+    def _usable_time(self, created_at: object) -> bool:
+        if not isinstance(created_at, str):
+            return False
+        try:
+            parse_timestamp(created_at) - timedelta(
+                seconds=self._settings.recovery_margin
+            )
+        except (ValueError, OverflowError):
+            return False
+        return True
+
     def _advanced(self, batch: Batch) -> Checkpoint:
         """The checkpoint after ``batch``: the cursor past its last page, the
         newest event time, and the recovery window's gids."""
@@ -410,8 +422,8 @@ class SinkRunner:
         pairs = [
             (event["created_at"], event["gid"])
             for event in batch.events
-            if isinstance(event.get("created_at"), str)
-            and isinstance(event.get("gid"), str)
+            if isinstance(event.get("gid"), str)
+            and self._usable_time(event.get("created_at"))
         ]
         newest = previous.newest_created_at
         recent = previous.recent

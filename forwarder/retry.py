@@ -37,11 +37,11 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
         return None
     value = value.strip()
     if value.isdigit():
-        return float(value)
+        return min(float(value), 3600.0)
     try:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if moment.tzinfo is None:
         return None
-    return max(0.0, (moment - now).total_seconds())
+    return min(3600.0, max(0.0, (moment - now).total_seconds()))

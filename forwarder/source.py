@@ -97,10 +97,22 @@ class AuditLogClient:
 
     async def fetch(self, cursor: Cursor) -> Page:
         """One request; raises an ApiError subclass on any failure."""
+        request = self._http.build_request(
+            "GET", self._url, params=self.query_for(cursor), headers=self._headers
+        )
         try:
-            response = await self._http.get(
-                self._url, params=self.query_for(cursor), headers=self._headers
-            )
+            response = await self._http.send(request, stream=True)
+            try:
+                await response.aread()
+            except httpx.DecodingError as error:
+                raise ApiRetryable(
+                    "malformed page: the body cannot be decoded "
+                    f"({type(error).__name__})",
+                    status=response.status_code,
+                    request_id=_request_id(response),
+                ) from error
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as error:
             raise ApiRetryable(f"request timed out ({type(error).__name__})") from error
         except httpx.ConnectError as error:
@@ -190,6 +202,8 @@ def _decode_page(response: httpx.Response, request_id: str | None) -> Page:
         ):
             raise malformed("'next_page' has no string 'offset'")
         next_offset = next_page["offset"]
+    if events and next_offset is None:
+        raise malformed("a page with events has no 'next_page' offset")
     return Page(
         events=events,
         next_offset=next_offset,

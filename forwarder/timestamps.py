@@ -23,7 +23,7 @@ def epoch_seconds(text: str) -> float | None:
     """Seconds since the epoch for an API timestamp, or None when unparseable."""
     try:
         return parse_timestamp(text).timestamp()
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, OverflowError):
         return None
 
 

@@ -13,4 +13,9 @@ def dumps(document: Any) -> bytes:
     try:
         return orjson.dumps(document)
     except TypeError:
-        return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            return json.dumps(
+                document, ensure_ascii=False, separators=(",", ":")
+            ).encode()
+        except RecursionError:
+            raise ValueError("nested too deeply to encode") from None

@@ -33,7 +33,7 @@ import structlog
 from pydantic import Field
 
 from forwarder import __version__
-from forwarder.config_types import Duration, SinkBaseConfig
+from forwarder.config_types import Duration, NonEmptyPath, SinkBaseConfig
 from forwarder.errors import SinkAuthError, SinkError
 from forwarder.retry import parse_retry_after
 from forwarder.secrets import REDACTED, redact
@@ -62,7 +62,7 @@ HEC_RETRY_CODES = frozenset({8, 9, 18, 19, 20})
 class HttpSinkBaseConfig(SinkBaseConfig):
     """Keys every HTTP sink has: TLS, compression and the request timeout."""
 
-    ca_file: Path | None = None
+    ca_file: NonEmptyPath | None = None
     tls_verify: bool = True
     compression: Compression = "gzip"
     request_timeout: Annotated[Duration, Field(gt=0)] = 30.0

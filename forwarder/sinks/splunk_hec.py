@@ -35,7 +35,7 @@ import anyio
 import httpx
 import orjson
 import structlog
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from forwarder.config_types import Duration, SecretValue
 from forwarder.errors import SinkAuthError, SinkError
@@ -71,6 +71,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
 
 
+def _field_value(value: object) -> object:
+    if isinstance(value, str) or (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    ):
+        return value
+    raise ValueError("expected a string or a list of strings")
+
+
 class SplunkHecSinkConfig(HttpSinkBaseConfig):
     type: Literal["splunk_hec"]
     url: str
@@ -80,7 +88,7 @@ class SplunkHecSinkConfig(HttpSinkBaseConfig):
     source: str = "asana-audit-forwarder"
     # None: this machine's host name.
     host: str | None = None
-    fields: dict[str, str | list[str]] = {}
+    fields: dict[str, Annotated[str | list[str], BeforeValidator(_field_value)]] = {}
     acknowledgements: bool = False
     ack_timeout: Annotated[Duration, Field(gt=0)] = 300.0
     ack_poll_interval: Annotated[Duration, Field(gt=0)] = 1.0
@@ -111,7 +119,7 @@ def hec_time(created_at: object) -> bytes | None:
         return None
     try:
         moment = parse_timestamp(created_at)
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
     milliseconds = (moment - _EPOCH) // _MILLISECOND
     if milliseconds < 0:

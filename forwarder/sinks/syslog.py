@@ -114,8 +114,8 @@ class SyslogSinkConfig(SinkBaseConfig):
     key_file: Path | None = None
     tls_verify: bool = True
     tls_server_name: str | None = None
-    connect_timeout: Duration = 10.0
-    write_timeout: Duration = 30.0
+    connect_timeout: Annotated[Duration, Field(gt=0)] = 10.0
+    write_timeout: Annotated[Duration, Field(gt=0)] = 30.0
 
     @field_validator("address")
     @classmethod
