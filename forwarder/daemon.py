@@ -46,7 +46,7 @@ HEARTBEAT_SECONDS = 5.0
 
 
 def filters_fingerprint(config: Config) -> str:
-    """Identifies the server-side filters (and page size) offsets belong to."""
+    """Identifies the server-side filters the saved offsets were issued for."""
     query = config.source.filters.as_query()
     return hashlib.sha256(orjson.dumps(query, option=orjson.OPT_SORT_KEYS)).hexdigest()[
         :16

@@ -17,7 +17,6 @@ class Health:
 
     poll_interval: float
     sink_stuck_after: float = 300.0
-    started: float = field(default_factory=time.monotonic)
     last_heartbeat: float = field(default_factory=time.monotonic)
     last_poll: float | None = None
     api_problem: str | None = None

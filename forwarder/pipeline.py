@@ -402,9 +402,12 @@ class SinkRunner:
         self._pending_since = None
         self._sink_metrics.pending.set(0)
         log.debug("batch_delivered", sink=self.name, events=delivered)
-        return await self._save(self._advanced(batch))
+        return await self._save(self._advanced(batch, delivered))
 
     def _usable_time(self, created_at: object) -> bool:
+        """Whether ``created_at`` can serve as the newest delivered time: one
+        that cannot be parsed, or overflows once the margin is taken off,
+        would break every later recovery."""
         if not isinstance(created_at, str):
             return False
         try:
@@ -415,8 +418,9 @@ class SinkRunner:
             return False
         return True
 
-    def _advanced(self, batch: Batch) -> Checkpoint:
-        """The checkpoint after ``batch``: the cursor past its last page, the
+    def _advanced(self, batch: Batch, delivered: int) -> Checkpoint:
+        """The checkpoint after ``batch``, of which ``delivered`` events were
+        delivered (the rest set aside): the cursor past its last page, the
         newest event time, and the recovery window's gids."""
         previous = self._checkpoint
         pairs = [
@@ -441,11 +445,17 @@ class SinkRunner:
             )[-self._settings.recent_limit :]
             self._newest_epoch = epoch_seconds(newest)
         return replace(
-            previous,
-            cursors=(*previous.cursors[:-1], self._cursor),
+            self._at_cursor(previous),
             newest_created_at=newest,
             recent=recent,
-            delivered_total=previous.delivered_total + len(batch),
+            delivered_total=previous.delivered_total + delivered,
+        )
+
+    def _at_cursor(self, checkpoint: Checkpoint) -> Checkpoint:
+        """``checkpoint`` moved to the current cursor, with the skip phase of
+        a recovery still under way, stamped now."""
+        return replace(
+            checkpoint.with_cursor(self._cursor),
             skip_until=self._skip_until if self._skip else None,
             updated_at=format_timestamp(utc_now()),
         )
@@ -480,14 +490,7 @@ class SinkRunner:
     async def _save_idle_position(self) -> None:
         moved = self._cursor != self._checkpoint.cursor
         if moved or time.monotonic() - self._saved_at >= IDLE_SAVE_SECONDS:
-            await self._save(
-                replace(
-                    self._checkpoint,
-                    cursors=(*self._checkpoint.cursors[:-1], self._cursor),
-                    skip_until=self._skip_until if self._skip else None,
-                    updated_at=format_timestamp(utc_now()),
-                )
-            )
+            await self._save(self._at_cursor(self._checkpoint))
 
     async def _finish(self) -> None:
         """On stop: one attempt to deliver what is pending, then the checkpoint."""

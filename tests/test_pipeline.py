@@ -303,6 +303,9 @@ async def test_events_a_receiver_refuses_are_dead_lettered(tmp_path: Path) -> No
     dead = (tmp_path / "dead-letter" / "memory.jsonl").read_bytes()
     assert poison.encode() in dead
     assert b"too large" in dead
+    checkpoint = pipeline.store.load("memory")
+    assert checkpoint is not None
+    assert checkpoint.delivered_total == 9
 
 
 async def test_checkpoint_moves_only_after_delivery(tmp_path: Path) -> None:
