@@ -593,7 +593,7 @@ async def test_open_fails_when_the_collector_cannot_be_reached() -> None:
         await sink.open()
     assert "cannot reach" in str(caught.value)
     assert [e["state"] for e in logs if e["event"] == "hec_health"] == ["unreachable"]
-    assert sink._client is None
+    assert sink._connection.client is None
 
 
 # -- TLS ---------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import httpx
 import structlog
 from pydantic import Field, field_validator
 
@@ -32,12 +31,12 @@ from forwarder.sinks.http_delivery import (
     Compression,
     HttpSinkBaseConfig,
     Reply,
+    SinkClient,
     check_url,
     classify_reply,
     compress,
     deliver_requests,
     host_of,
-    make_client,
     plan_requests,
     send,
 )
@@ -124,12 +123,16 @@ class HttpSink:
             if any(header.lower() == key.lower() for key in configured):
                 del self._headers[header]
         self._headers.update(configured)
-        self._tls = (ca_file, tls_verify)
         self._max_request_bytes = max_request_bytes
         self._max_request_events = max_request_events
         self._compression: Compression = compression
-        self._request_timeout = request_timeout
-        self._client: httpx.AsyncClient | None = None
+        self._connection = SinkClient(
+            sink=name,
+            url=url,
+            ca_file=ca_file,
+            tls_verify=tls_verify,
+            request_timeout=request_timeout,
+        )
         self._progress = BatchProgress()
 
     @classmethod
@@ -149,19 +152,10 @@ class HttpSink:
         )
 
     async def open(self) -> None:
-        if self._client is None:
-            self._client = make_client(
-                sink=self.name,
-                url=self.url,
-                ca_file=self._tls[0],
-                tls_verify=self._tls[1],
-                request_timeout=self._request_timeout,
-            )
+        self._connection.open()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._connection.aclose()
 
     async def deliver(self, batch: Batch) -> DeliveryReport:
         remaining = self._progress.begin(batch)
@@ -198,7 +192,7 @@ class HttpSink:
             self.body([payloads[index] for index in request]), self._compression
         )
         response = await send(
-            self._client,
+            self._connection.client,
             self._method,
             self.url,
             target=self.target,

@@ -141,6 +141,43 @@ def make_client(
     )
 
 
+class SinkClient:
+    """The httpx client of one HTTP sink: made by ``open`` (again only after
+    ``aclose``), released by ``aclose``; ``client`` is None while closed."""
+
+    def __init__(
+        self,
+        *,
+        sink: str,
+        url: str,
+        ca_file: Path | None,
+        tls_verify: bool,
+        request_timeout: float,
+    ) -> None:
+        self._sink = sink
+        self._url = url
+        self._ca_file = ca_file
+        self._tls_verify = tls_verify
+        self._request_timeout = request_timeout
+        self.client: httpx.AsyncClient | None = None
+
+    def open(self) -> httpx.AsyncClient:
+        if self.client is None:
+            self.client = make_client(
+                sink=self._sink,
+                url=self._url,
+                ca_file=self._ca_file,
+                tls_verify=self._tls_verify,
+                request_timeout=self._request_timeout,
+            )
+        return self.client
+
+    async def aclose(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+
 def _loopback(host: str | None) -> bool:
     return host in ("localhost", "::1") or (host or "").startswith("127.")
 

@@ -50,12 +50,12 @@ from forwarder.sinks.http_delivery import (
     Outcome,
     Reply,
     SendRequest,
+    SinkClient,
     check_url,
     classify_reply,
     compress,
     deliver_requests,
     host_of,
-    make_client,
     plan_requests,
     raise_for,
     send,
@@ -191,12 +191,16 @@ class SplunkHecSink:
         )
         self._ack_timeout = ack_timeout
         self._ack_poll_interval = ack_poll_interval
-        self._tls = (ca_file, tls_verify)
         self._max_request_bytes = max_request_bytes
         self._max_request_events = max_request_events
         self._compression: Compression = compression
-        self._request_timeout = request_timeout
-        self._client: httpx.AsyncClient | None = None
+        self._connection = SinkClient(
+            sink=name,
+            url=self._event_url,
+            ca_file=ca_file,
+            tls_verify=tls_verify,
+            request_timeout=request_timeout,
+        )
         self._progress = BatchProgress()
         self._warned_no_ack_id = False
 
@@ -225,21 +229,14 @@ class SplunkHecSink:
     # -- open and close --------------------------------------------------------
 
     async def open(self) -> None:
-        if self._client is not None:
+        if self._connection.client is not None:
             return
-        client = make_client(
-            sink=self.name,
-            url=self._event_url,
-            ca_file=self._tls[0],
-            tls_verify=self._tls[1],
-            request_timeout=self._request_timeout,
-        )
+        client = self._connection.open()
         try:
             await self._check_health(client)
         except BaseException:
-            await client.aclose()
+            await self._connection.aclose()
             raise
-        self._client = client
 
     async def _check_health(self, client: httpx.AsyncClient) -> None:
         try:
@@ -270,9 +267,7 @@ class SplunkHecSink:
         )
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._connection.aclose()
 
     # -- delivery ----------------------------------------------------------------
 
@@ -315,7 +310,7 @@ class SplunkHecSink:
             b"\n".join(envelopes[index] for index in request), self._compression
         )
         response = await send(
-            self._client,
+            self._connection.client,
             "POST",
             self._event_url,
             target=self.target,
@@ -435,7 +430,7 @@ class SplunkHecSink:
     async def _query_acks(self, ack_ids: list[int]) -> set[int]:
         try:
             response = await send(
-                self._client,
+                self._connection.client,
                 "POST",
                 self._ack_url,
                 target=self.target,

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-import httpx
 import structlog
 from pydantic import field_validator
 
@@ -32,13 +31,13 @@ from forwarder.sinks.http_delivery import (
     Compression,
     HttpSinkBaseConfig,
     Reply,
+    SinkClient,
     check_url,
     classify_reply,
     compress,
     deliver_requests,
     host_of,
     log_rejected,
-    make_client,
     plan_requests,
     send,
 )
@@ -117,11 +116,15 @@ class SumoLogicSink:
         ):
             if value:
                 self._headers[header] = value
-        self._tls = (ca_file, tls_verify)
         self._compression: Compression = compression
-        self._request_timeout = request_timeout
         self._max_request_bytes = min(max_request_bytes, MAX_REQUEST_BYTES)
-        self._client: httpx.AsyncClient | None = None
+        self._connection = SinkClient(
+            sink=name,
+            url=revealed,
+            ca_file=ca_file,
+            tls_verify=tls_verify,
+            request_timeout=request_timeout,
+        )
         self._progress = BatchProgress()
 
     @classmethod
@@ -140,19 +143,10 @@ class SumoLogicSink:
         )
 
     async def open(self) -> None:
-        if self._client is None:
-            self._client = make_client(
-                sink=self.name,
-                url=self._url.reveal(),
-                ca_file=self._tls[0],
-                tls_verify=self._tls[1],
-                request_timeout=self._request_timeout,
-            )
+        self._connection.open()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self._connection.aclose()
 
     async def deliver(self, batch: Batch) -> DeliveryReport:
         remaining = self._progress.begin(batch)
@@ -193,7 +187,7 @@ class SumoLogicSink:
             b"".join(payloads[index] + b"\n" for index in request), self._compression
         )
         response = await send(
-            self._client,
+            self._connection.client,
             "POST",
             self._url.reveal(),
             target=self.target,
