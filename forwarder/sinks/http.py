@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import structlog
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from forwarder.config_types import SecretValue
 from forwarder.secrets import Secret
@@ -30,9 +30,11 @@ from forwarder.sinks.http_delivery import (
     BatchProgress,
     Compression,
     HttpSinkBaseConfig,
+    ReceiverUrl,
     Reply,
+    RequestBytes,
+    RequestEvents,
     SinkClient,
-    check_url,
     classify_reply,
     compress,
     deliver_requests,
@@ -58,21 +60,12 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 class HttpSinkConfig(HttpSinkBaseConfig):
     type: Literal["http"]
-    url: str
+    url: ReceiverUrl
     method: Literal["POST", "PUT"] = "POST"
     headers: dict[str, SecretValue] = {}
     encoding: Encoding = "ndjson"
-    max_request_bytes: Annotated[int, Field(ge=1024, le=800_000_000)] = (
-        DEFAULT_MAX_REQUEST_BYTES
-    )
-    max_request_events: Annotated[int, Field(ge=1, le=100_000)] = (
-        DEFAULT_MAX_REQUEST_EVENTS
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return check_url(value)
+    max_request_bytes: RequestBytes = DEFAULT_MAX_REQUEST_BYTES
+    max_request_events: RequestEvents = DEFAULT_MAX_REQUEST_EVENTS
 
     @field_validator("headers")
     @classmethod

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import structlog
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from forwarder import __version__
 from forwarder.config_types import Duration, NonEmptyPath, SinkBaseConfig
@@ -75,6 +75,13 @@ def check_url(value: str) -> str:
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("expected an https:// URL with a host")
     return value
+
+
+# The keys of the sinks that batch by size: a receiver URL (not a secret) and
+# the limits of one request.
+ReceiverUrl = Annotated[str, AfterValidator(check_url)]
+RequestBytes = Annotated[int, Field(ge=1024, le=800_000_000)]
+RequestEvents = Annotated[int, Field(ge=1, le=100_000)]
 
 
 def host_of(url: str) -> str:

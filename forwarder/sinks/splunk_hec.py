@@ -48,10 +48,12 @@ from forwarder.sinks.http_delivery import (
     Compression,
     HttpSinkBaseConfig,
     Outcome,
+    ReceiverUrl,
     Reply,
+    RequestBytes,
+    RequestEvents,
     SendRequest,
     SinkClient,
-    check_url,
     classify_reply,
     compress,
     deliver_requests,
@@ -81,7 +83,7 @@ def _field_value(value: object) -> object:
 
 class SplunkHecSinkConfig(HttpSinkBaseConfig):
     type: Literal["splunk_hec"]
-    url: str
+    url: ReceiverUrl
     token: SecretValue
     index: str | None = None
     sourcetype: str = "asana:audit"
@@ -92,17 +94,8 @@ class SplunkHecSinkConfig(HttpSinkBaseConfig):
     acknowledgements: bool = False
     ack_timeout: Annotated[Duration, Field(gt=0)] = 300.0
     ack_poll_interval: Annotated[Duration, Field(gt=0)] = 1.0
-    max_request_bytes: Annotated[int, Field(ge=1024, le=800_000_000)] = (
-        DEFAULT_MAX_REQUEST_BYTES
-    )
-    max_request_events: Annotated[int, Field(ge=1, le=100_000)] = (
-        DEFAULT_MAX_REQUEST_EVENTS
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return check_url(value)
+    max_request_bytes: RequestBytes = DEFAULT_MAX_REQUEST_BYTES
+    max_request_events: RequestEvents = DEFAULT_MAX_REQUEST_EVENTS
 
     @field_validator("fields")
     @classmethod
