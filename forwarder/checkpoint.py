@@ -7,8 +7,8 @@ checkpoint (the API keeps 90 days of events, which makes it the buffer).
 A checkpoint holds one or more cursors. A cursor is a position in one time
 slice of the log: the API offset to send next, or, when there is none (first
 run, after a reset, after the API rejected an offset), the ``start_at`` time
-to start from. Today's stream uses one open-ended cursor; a backfill split
-into concurrent time slices adds one bounded cursor per slice.
+to start from. The live stream is one open-ended cursor, the last; a backfill
+split into concurrent time slices adds one bounded cursor per slice before it.
 
 Beside the cursors, the checkpoint remembers the gids of the events delivered
 within the recovery window (the newest ``created_at`` minus a margin). When an
@@ -36,11 +36,30 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A position in one time slice [start_at, end_at) of the audit log."""
+    """A position in one time slice [start_at, end_at) of the audit log.
+
+    ``offset`` and ``end_at`` go to the API together (an offset is only valid
+    with the query it came from). ``start_at`` is where reading resumes by time
+    when the offset cannot be used: the slice's start, moved up to the newest
+    event delivered from it. ``stop_at`` is a soft end set when a slice being
+    read was cut in two: its events from then on belong to the next slice.
+    """
 
     offset: str | None = None
     start_at: str | None = None
     end_at: str | None = None
+    stop_at: str | None = None
+
+    @property
+    def ends_at(self) -> str | None:
+        """Where the slice ends, or None for the open-ended live stream."""
+        if self.stop_at is not None and self.end_at is not None:
+            return min(self.stop_at, self.end_at)
+        return self.stop_at if self.stop_at is not None else self.end_at
+
+    @property
+    def bounded(self) -> bool:
+        return self.ends_at is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +94,12 @@ def checkpoint_to_json(checkpoint: Checkpoint) -> bytes:
         "version": FORMAT_VERSION,
         "sink": checkpoint.sink,
         "cursors": [
-            {"offset": c.offset, "start_at": c.start_at, "end_at": c.end_at}
+            {
+                "offset": c.offset,
+                "start_at": c.start_at,
+                "end_at": c.end_at,
+                "stop_at": c.stop_at,
+            }
             for c in checkpoint.cursors
         ],
         "filters": checkpoint.filters,
@@ -117,8 +141,11 @@ def checkpoint_from_json(data: bytes) -> Checkpoint:
                 offset=_optional_str(raw, "offset"),
                 start_at=_optional_str(raw, "start_at"),
                 end_at=_optional_str(raw, "end_at"),
+                stop_at=_optional_str(raw, "stop_at"),
             )
         )
+    if cursors[-1].bounded or any(not c.bounded for c in cursors[:-1]):
+        raise ValueError("only the last cursor (the live stream) may be open-ended")
     recent = document.get("recent")
     if not isinstance(recent, list) or not all(
         isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)

@@ -88,9 +88,19 @@ class SourceConfig(Section):
     poll_interval: Duration = 15.0
     page_size: Annotated[int, Field(ge=1, le=100)] = 100
     start_at: Annotated[datetime | None, BeforeValidator(_start_at)] = None
-    max_requests_per_minute: Annotated[int, Field(ge=1, le=1500)] = 600
+    # Asana allows 1,500 a minute on paid tiers; more is for simulators.
+    max_requests_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 600
+    # Requests in flight at once, for all sinks; Asana allows about 50.
+    max_concurrent_requests: Annotated[int, Field(ge=1, le=50)] = 20
     request_timeout: Annotated[Duration, Field(gt=0)] = 30.0
     offset_recovery_margin: Duration = 300.0
+    # A sink further behind than backfill_threshold reads its backlog in
+    # time slices, backfill_concurrency at once (1: one page after another,
+    # in order). Slices end late_event_margin before now, for events Asana
+    # shows late.
+    backfill_concurrency: Annotated[int, Field(ge=1, le=50)] = 8
+    backfill_threshold: Annotated[Duration, Field(gt=0)] = 3600.0
+    late_event_margin: Duration = 1800.0
     filters: ApiFilters = ApiFilters()
 
     @field_validator("base_url")
@@ -107,6 +117,15 @@ class SourceConfig(Section):
         if value is not None and not value.is_file():
             raise ValueError(f"ca_file {value} is not a readable file")
         return value
+
+    @model_validator(mode="after")
+    def _threshold_past_margin(self) -> SourceConfig:
+        if self.backfill_threshold < self.late_event_margin:
+            raise ValueError(
+                "backfill_threshold must not be shorter than late_event_margin: "
+                "slices end late_event_margin before now"
+            )
+        return self
 
     @model_validator(mode="after")
     def _https_only(self) -> SourceConfig:

@@ -15,6 +15,7 @@ import signal
 import ssl
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 import anyio
 import anyio.abc
@@ -24,6 +25,7 @@ import structlog
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from forwarder import __version__
+from forwarder.backfill import BackfillSettings
 from forwarder.checkpoint import Checkpoint, CheckpointStore, FileCheckpointStore
 from forwarder.config import Config, SinkConfig
 from forwarder.deadletter import DeadLetterFile
@@ -142,6 +144,7 @@ class Daemon:
                 self.metrics,
                 self.health,
                 access_retry_interval=self.config.daemon.access_retry_interval,
+                max_concurrent=source.max_concurrent_requests,
             )
             self._runners = [
                 self._runner_for(sink, reader, checkpoints[sink.name])
@@ -169,6 +172,11 @@ class Daemon:
             filters=filters_fingerprint(self.config),
             recovery_margin=source.offset_recovery_margin,
             once=self.once,
+            backfill=BackfillSettings(
+                concurrency=source.backfill_concurrency,
+                threshold=timedelta(seconds=source.backfill_threshold),
+                late_event_margin=timedelta(seconds=source.late_event_margin),
+            ),
         )
         options = RunnerOptions(
             format_name=sink_config.render_format,

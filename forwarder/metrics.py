@@ -34,6 +34,8 @@ class SinkMetrics:
     lag: Gauge
     checkpoint_age: Gauge
     delivery_seconds: Histogram
+    backfill_slices: Gauge
+    backfill_remaining: Gauge
 
 
 class Metrics:
@@ -198,6 +200,20 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self._sink_backfill_slices = Gauge(
+            "sink_backfill_slices",
+            "Backfill time slices a sink is reading (0 once caught up).",
+            ["sink"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self._sink_backfill_remaining = Gauge(
+            "sink_backfill_remaining_seconds",
+            "Seconds of history a sink's backfill slices have yet to read.",
+            ["sink"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self._sink_delivery_seconds = Histogram(
             "sink_delivery_duration_seconds",
             "Time to deliver one batch.",
@@ -221,4 +237,6 @@ class Metrics:
             lag=self._sink_lag.labels(sink),
             checkpoint_age=self._sink_checkpoint_age.labels(sink),
             delivery_seconds=self._sink_delivery_seconds.labels(sink),
+            backfill_slices=self._sink_backfill_slices.labels(sink),
+            backfill_remaining=self._sink_backfill_remaining.labels(sink),
         )

@@ -11,22 +11,32 @@ event rendered once per format.
 The order of each unit of work is what makes delivery at-least-once:
 a checkpoint is saved only after the sink reported its batch delivered, so
 a crash at any moment repeats at most the batch in flight, never skips one.
-Batches end on page boundaries, so a checkpoint is always a plain offset.
+Batches end on page boundaries, so each cursor of a checkpoint is a plain
+offset.
+
+A sink far behind reads its backlog in concurrent time slices (see
+``backfill``): each slice has a reader task and a cursor of its own in the
+checkpoint, and the runner's loop takes their pages one at a time, so a sink
+sees slices interleave, each in order.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
 import structlog
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from forwarder.backfill import RETENTION, BackfillSettings, halfway, live_slices
 from forwarder.checkpoint import Checkpoint, CheckpointStore, Cursor
 from forwarder.deadletter import DeadLetterFile
 from forwarder.errors import OffsetRejected, SinkError, StateError
@@ -64,6 +74,7 @@ class StreamSettings:
     recovery_margin: float
     recent_limit: int = 10_000
     once: bool = False
+    backfill: BackfillSettings = field(default_factory=BackfillSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +89,44 @@ class RunnerOptions:
     backoff: Backoff
 
 
+@dataclass(eq=False, slots=True)
+class _Slice:
+    """One cursor of a sink being read: a bounded backfill slice, or the
+    live stream (always the last slice)."""
+
+    # After the last page taken into the pending batch: what the checkpoint
+    # holds once that batch is delivered.
+    taken: Cursor
+    # created_at of the newest event taken, to know how much is left.
+    reached: datetime | None = None
+    # Ended: its last page was taken, or it was cut short by a split.
+    done: bool = False
+    # A reader task is fetching for it: set when the task starts, cleared
+    # when the runner takes its last arrival (so a pass that stops once no
+    # slice is reading cannot miss a page still on its way).
+    reading: bool = False
+    scope: anyio.CancelScope | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    """What a slice's reader hands to the runner: a page, or its offset
+    rejected by the API; ``last`` when its reader has ended."""
+
+    slice: _Slice
+    page: Page | None = None
+    rejected: OffsetRejected | None = None
+    last: bool = False
+
+
 class SinkRunner:
-    """Reads and delivers the audit log for one sink, from its checkpoint."""
+    """Reads and delivers the audit log for one sink, from its checkpoint.
+
+    One reader task per slice fetches pages (the live stream, plus backfill
+    slices while the sink is far behind) and hands them to the runner's own
+    loop, which alone takes events into the pending batch, delivers it and
+    saves the checkpoint; so a checkpoint never runs ahead of a delivery.
+    """
 
     def __init__(
         self,
@@ -99,6 +146,7 @@ class SinkRunner:
         self.name = sink.name
         self._options = options
         self._settings = settings
+        self._backfill = settings.backfill
         self._reader = reader
         self._store = store
         self._metrics = metrics
@@ -108,6 +156,8 @@ class SinkRunner:
         self._rng = rng or random.Random()
         self._stopping = False
         self._scope: anyio.CancelScope | None = None
+        self._readers: anyio.abc.TaskGroup | None = None
+        self._send: MemoryObjectSendStream[_Arrival] | None = None
 
         # Gids to skip after a recovery by time, until events pass the newest
         # one delivered before it (set by _recovered).
@@ -118,7 +168,7 @@ class SinkRunner:
             # Restarted in the middle of re-reading after a recovery.
             self._skip = {gid for _, gid in self._checkpoint.recent}
             self._skip_until = self._checkpoint.skip_until
-        self._cursor = self._checkpoint.cursor
+        self._slices = [_Slice(cursor) for cursor in self._checkpoint.cursors]
         self._saved_at = time.monotonic()
         self._pending = Batch()
         self._pending_since: float | None = None
@@ -131,6 +181,10 @@ class SinkRunner:
         self._sink_metrics.checkpoint_age.set_function(
             lambda: time.monotonic() - self._saved_at
         )
+        self._sink_metrics.backfill_slices.set_function(
+            lambda: len(self._backfilling())
+        )
+        self._sink_metrics.backfill_remaining.set_function(self._backfill_remaining)
 
     # -- state -------------------------------------------------------------
 
@@ -149,12 +203,15 @@ class SinkRunner:
                 sink=self.name,
                 action="resuming by time from the last delivered event",
             )
-            return self._recovered(saved, reason="api filters changed")
+            bounded = tuple(_by_time(cursor) for cursor in saved.cursors[:-1])
+            live = self._recovered(saved, reason="api filters changed")
+            return replace(live, cursors=(*bounded, live.cursor))
         return saved
 
     def _recovered(self, checkpoint: Checkpoint, *, reason: str) -> Checkpoint:
-        """The checkpoint to resume from when an offset cannot be used: by time,
-        from the start of the recovery window, skipping what it delivered."""
+        """The checkpoint to resume the live stream from when its offset
+        cannot be used: by time, from the start of the recovery window,
+        skipping what it delivered."""
         cursor = checkpoint.cursor
         start_at = cursor.start_at
         self._skip = set()
@@ -166,6 +223,10 @@ class SinkRunner:
                 # The memory of gids is full: start where it begins, so that
                 # everything re-read is either remembered or new.
                 start_at = max(start_at, checkpoint.recent[0][0])
+            # What backfill slices cover is theirs: the live stream starts
+            # where the last of them ends.
+            ends = [c.ends_at for c in checkpoint.cursors[:-1] if c.ends_at]
+            start_at = max([start_at, *ends])
             self._skip = {gid for _, gid in checkpoint.recent}
             self._skip_until = checkpoint.newest_created_at
         log.warning(
@@ -176,8 +237,7 @@ class SinkRunner:
             skipping=len(self._skip),
         )
         return replace(
-            checkpoint,
-            cursors=(Cursor(start_at=start_at, end_at=cursor.end_at),),
+            checkpoint.with_cursor(Cursor(start_at=start_at)),
             filters=self._settings.filters,
             skip_until=checkpoint.newest_created_at,
         )
@@ -191,6 +251,31 @@ class SinkRunner:
     def delivered_total(self) -> int:
         return self._checkpoint.delivered_total
 
+    @property
+    def _live(self) -> _Slice:
+        return self._slices[-1]
+
+    def _backfilling(self) -> list[_Slice]:
+        return [s for s in self._slices[:-1] if not s.done]
+
+    def _backfill_remaining(self) -> float:
+        """Seconds of history the backfill slices still have to read."""
+        total = 0.0
+        for part in self._backfilling():
+            position = self._position(part)
+            end = part.taken.ends_at
+            if position is not None and end is not None:
+                total += max(0.0, (parse_timestamp(end) - position).total_seconds())
+        return total
+
+    def _cursors(self) -> tuple[Cursor, ...]:
+        """The cursors to save: every slice not ended, the live stream last."""
+        bounded = sorted(
+            (s.taken for s in self._backfilling()),
+            key=lambda c: c.start_at or "",
+        )
+        return (*bounded, self._live.taken)
+
     # -- the loop ----------------------------------------------------------
 
     def stop(self) -> None:
@@ -198,30 +283,49 @@ class SinkRunner:
         self._stopping = True
         if self._scope is not None:
             self._scope.cancel()
+        if self._readers is not None:
+            self._readers.cancel_scope.cancel()
 
     async def run(self) -> None:
         try:
             if not await self._open_sink():
                 return
-            while not self._stopping:
-                page = await self._unless_stopped(self._read)
-                if page is None:
-                    break
-                self._take(page)
-                caught_up = not page.events
-                flush_now = self._pending and (caught_up or self._batch_due())
-                if flush_now and not await self._flush():
-                    break
-                if caught_up:
-                    await self._save_idle_position()
-                    if self._settings.once:
-                        break
-                    await self._unless_stopped(anyio.sleep, self._poll_delay())
+            # Room for a page from every reader: readers wait while the runner
+            # delivers, so a sink that is down holds a bounded amount of memory.
+            send, receive = anyio.create_memory_object_stream[_Arrival](
+                len(self._slices) + self._backfill.concurrency
+            )
+            async with send, receive, anyio.create_task_group() as readers:
+                self._send, self._readers = send, readers
+                if self._stopping:
+                    readers.cancel_scope.cancel()
+                self._plan()
+                for part in self._slices:
+                    self._start_reader(part)
+                await self._consume(receive)
+                readers.cancel_scope.cancel()
+            self._readers = None
             await self._finish()
         finally:
             # Closing must happen even when the grace period ran out.
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self.sink.aclose()
+
+    async def _consume(self, arrivals: MemoryObjectReceiveStream[_Arrival]) -> None:
+        while not self._stopping:
+            if self._settings.once and not any(s.reading for s in self._slices):
+                return
+            arrival = None
+            with anyio.move_on_after(self._batch_wait_left()):
+                arrival = await self._unless_stopped(arrivals.receive)
+            if self._stopping:
+                return
+            if arrival is None:
+                # The batch waited long enough for more events.
+                if not await self._flush():
+                    return
+            elif not await self._handle(arrival):
+                return
 
     async def _unless_stopped(
         self, function: Callable[..., Awaitable[T]], *args: Any
@@ -238,12 +342,16 @@ class SinkRunner:
     def _poll_delay(self) -> float:
         return self._settings.poll_interval * self._rng.uniform(0.9, 1.1)
 
+    def _batch_wait_left(self) -> float:
+        if self._pending_since is None:
+            return math.inf
+        waited = time.monotonic() - self._pending_since
+        return max(0.0, self._options.batch_max_wait - waited)
+
     def _batch_due(self) -> bool:
-        if len(self._pending) >= self._options.batch_max_events:
-            return True
         return (
-            self._pending_since is not None
-            and time.monotonic() - self._pending_since >= self._options.batch_max_wait
+            len(self._pending) >= self._options.batch_max_events
+            or self._batch_wait_left() <= 0
         )
 
     async def _open_sink(self) -> bool:
@@ -265,29 +373,205 @@ class SinkRunner:
                 await self._unless_stopped(anyio.sleep, delay)
         return False
 
-    async def _read(self) -> Page:
-        while True:
-            try:
-                return await self._reader.read(self._cursor)
-            except OffsetRejected as error:
-                self._metrics.offset_recoveries.inc()
-                # What was fetched but not delivered is re-read by time.
-                self._pending = Batch()
-                self._pending_since = None
-                self._sink_metrics.pending.set(0)
-                self._checkpoint = self._recovered(
-                    self._checkpoint, reason=f"offset rejected: {error}"
-                )
-                self._cursor = self._checkpoint.cursor
+    # -- readers -------------------------------------------------------------
+
+    def _start_reader(self, part: _Slice) -> None:
+        if self._readers is None or part.done or part.reading:
+            return
+        part.reading = True
+        self._readers.start_soon(self._read_slice, part, part.taken)
+
+    async def _read_slice(self, part: _Slice, cursor: Cursor) -> None:
+        """Fetch the pages of one slice in order, handing each to the runner."""
+        assert self._send is not None
+        send = self._send
+        with anyio.CancelScope() as scope:
+            part.scope = scope
+            while True:
+                try:
+                    page = await self._reader.read(cursor)
+                except OffsetRejected as error:
+                    await send.send(_Arrival(part, rejected=error, last=True))
+                    return
+                if page.next_offset is not None:
+                    cursor = replace(cursor, offset=page.next_offset)
+                # An empty page ends a slice of the past; the live stream
+                # polls again, except in a single pass.
+                last = not page.events and (part.taken.bounded or self._settings.once)
+                await send.send(_Arrival(part, page, last=last))
+                if last:
+                    return
+                if not page.events:
+                    await anyio.sleep(self._poll_delay())
+
+    def _end(self, part: _Slice) -> None:
+        part.done = True
+        part.reading = False
+        if part.scope is not None:
+            part.scope.cancel()
+
+    async def _handle(self, arrival: _Arrival) -> bool:
+        """Take one arrival; False when stopped before its work was done."""
+        part = arrival.slice
+        if arrival.last:
+            part.reading = False
+        if part.done:
+            # Fetched before the slice was cut short: the next slice has these.
+            return True
+        if arrival.rejected is not None:
+            # What was taken from the slice before is valid: deliver it, then
+            # resume the slice by time.
+            if self._pending and not await self._flush():
+                return False
+            self._recover(part, arrival.rejected)
+            self._start_reader(part)
+            return True
+        page = arrival.page
+        assert page is not None
+        is_live = part is self._live
+        ended = self._take(part, page, is_live)
+        if ended or (not page.events and part.taken.bounded):
+            self._end(part)
+            ended = True
+        caught_up = is_live and not page.events
+        flush_now = self._pending and (caught_up or self._batch_due())
+        if flush_now and not await self._flush():
+            return False
+        if not self._pending and (caught_up or ended):
+            await self._save_idle_position()
+        self._plan()
+        return True
+
+    def _recover(self, part: _Slice, error: OffsetRejected) -> None:
+        self._metrics.offset_recoveries.inc()
+        if part is self._live:
+            self._checkpoint = self._recovered(
+                replace(self._checkpoint, cursors=self._cursors()),
+                reason=f"offset rejected: {error}",
+            )
+            part.taken = self._checkpoint.cursor
+            return
+        part.taken = _by_time(part.taken)
+        log.warning(
+            "offset_recovery",
+            sink=self.name,
+            reason=f"offset rejected: {error}",
+            start_at=part.taken.start_at,
+            end_at=part.taken.end_at,
+        )
+
+    # -- backfill --------------------------------------------------------------
+
+    def _position(self, part: _Slice) -> datetime | None:
+        """How far a slice has got: its newest event taken, else where it
+        starts; None when that is unknown."""
+        cursor = part.taken
+        if part.reached is not None:
+            if cursor.bounded and cursor.start_at is not None:
+                # Never before the slice's start, whatever the API sent.
+                return max(part.reached, parse_timestamp(cursor.start_at))
+            return part.reached
+        if part is self._live and cursor.offset is not None:
+            newest = self._checkpoint.newest_created_at
+            return parse_timestamp(newest) if newest else None
+        if cursor.start_at is not None:
+            return parse_timestamp(cursor.start_at)
+        # Reading from the oldest event: the API keeps RETENTION.
+        return utc_now() - RETENTION
+
+    def _plan(self) -> None:
+        """Cut the live stream into backfill slices when it is far behind, and
+        cut the slice with most left when a backfill reader is idle."""
+        backfill = self._backfill
+        if not backfill.enabled or self._stopping:
+            return
+        now = utc_now()
+        active = self._backfilling()
+        # Not while re-reading after a recovery: skipping follows the live
+        # stream's order.
+        if not active and not self._skip:
+            position = self._position(self._live)
+            if position is not None:
+                cuts = live_slices(position, now, backfill)
+                if cuts is not None:
+                    self._cut_live(cuts)
+                    active = self._backfilling()
+        while 0 < len(active) < backfill.concurrency:
+            widest = None
+            for part in active:
+                end = part.taken.ends_at
+                position = self._position(part)
+                if end is None or position is None:
+                    continue
+                cut = halfway(position, parse_timestamp(end))
+                if cut is not None and (widest is None or cut > widest[1]):
+                    widest = (part, cut, end)
+            if widest is None:
+                return
+            part, cut, end = widest
+            cut_at = format_timestamp(cut)
+            part.taken = replace(part.taken, stop_at=cut_at)
+            fresh = _Slice(Cursor(start_at=cut_at, end_at=end))
+            self._slices.insert(-1, fresh)
+            self._start_reader(fresh)
+            active.append(fresh)
+            log.debug("backfill_slice_split", sink=self.name, at=cut_at, end_at=end)
+
+    def _cut_live(self, cuts: list[datetime]) -> None:
+        old = self._live
+        cursor = old.taken
+        marks = [format_timestamp(moment) for moment in cuts]
+        if cursor.offset is not None:
+            # Its offset stays valid only with its own query: stop it softly.
+            old.taken = replace(cursor, start_at=marks[0], stop_at=marks[1])
+        else:
+            old.taken = replace(cursor, end_at=marks[1])
+        slices = [
+            _Slice(Cursor(start_at=start, end_at=end))
+            for start, end in itertools.pairwise(marks[1:])
+        ]
+        live = _Slice(Cursor(start_at=marks[-1]))
+        self._slices.extend([*slices, live])
+        for part in [*slices, live]:
+            self._start_reader(part)
+        log.info(
+            "backfill_started",
+            sink=self.name,
+            start_at=marks[0],
+            handover_at=marks[-1],
+            slices=len(marks) - 1,
+            concurrency=self._backfill.concurrency,
+        )
 
     # -- one page ------------------------------------------------------------
 
-    def _take(self, page: Page) -> None:
-        """Add the page's events for this sink to the pending batch."""
+    def _take(self, part: _Slice, page: Page, is_live: bool) -> bool:
+        """Add the page's events for this sink to the pending batch; True when
+        the page reached the slice's soft end (the slice is over)."""
+        events = page.events
+        count = len(events)
+        ends_at = part.taken.ends_at
+        if ends_at is not None and events:
+            # Events from the end on belong to the next slice (end_at is
+            # exclusive; an offset read past a soft stop_at returns them).
+            count = _before(events, ends_at)
+        cursor = part.taken
         if page.next_offset is not None:
-            self._cursor = replace(self._cursor, offset=page.next_offset)
-        if not page.events:
-            return
+            cursor = replace(cursor, offset=page.next_offset)
+        newest = _newest_time(events, count)
+        if newest is not None and (part.reached is None or newest > part.reached):
+            part.reached = newest
+            if cursor.bounded and (
+                cursor.start_at is None or newest > parse_timestamp(cursor.start_at)
+            ):
+                # Where to resume by time if the offset is ever refused.
+                cursor = replace(cursor, start_at=format_timestamp(newest))
+        part.taken = cursor
+        if count:
+            self._take_events(page, count, is_live)
+        return count < len(events)
+
+    def _take_events(self, page: Page, count: int, is_live: bool) -> None:
         rendered = page.rendered.setdefault(
             self._options.format_name, [None] * len(page.events)
         )
@@ -297,11 +581,12 @@ class SinkRunner:
         set_aside: list[tuple[Any, str]] = []
         filtered = 0
         skipped = 0
-        for index, event in enumerate(page.events):
+        for index in range(count):
+            event = page.events[index]
             if not isinstance(event, dict):
                 set_aside.append((event, "not a JSON object"))
                 continue
-            if self._skip and self._already_delivered(event):
+            if self._skip and self._already_delivered(event, is_live):
                 skipped += 1
                 continue
             if not accepts(event.get("event_type")):
@@ -323,11 +608,13 @@ class SinkRunner:
         self._set_aside(set_aside)
         self._sink_metrics.pending.set(len(pending))
 
-    def _already_delivered(self, event: dict[str, Any]) -> bool:
+    def _already_delivered(self, event: dict[str, Any], is_live: bool) -> bool:
         created_at = event.get("created_at")
         if isinstance(created_at, str) and created_at > self._skip_until:
-            # Past the newest event delivered before the recovery: all new.
-            self._skip = set()
+            if is_live:
+                # The live stream passed the newest event delivered before
+                # the recovery: all it reads from now on is new.
+                self._skip = set()
             return False
         gid = event.get("gid")
         return isinstance(gid, str) and gid in self._skip
@@ -452,10 +739,12 @@ class SinkRunner:
         )
 
     def _at_cursor(self, checkpoint: Checkpoint) -> Checkpoint:
-        """``checkpoint`` moved to the current cursor, with the skip phase of
-        a recovery still under way, stamped now."""
+        """``checkpoint`` moved to the slices' cursors (called with nothing
+        pending, so every page taken is delivered), with the skip phase of a
+        recovery still under way, stamped now."""
         return replace(
-            checkpoint.with_cursor(self._cursor),
+            checkpoint,
+            cursors=self._cursors(),
             skip_until=self._skip_until if self._skip else None,
             updated_at=format_timestamp(utc_now()),
         )
@@ -485,10 +774,12 @@ class SinkRunner:
                 await self._unless_stopped(anyio.sleep, delay)
         self._checkpoint = checkpoint
         self._saved_at = time.monotonic()
+        # Ended slices are out of the saved checkpoint: forget them.
+        self._slices = [s for s in self._slices if not s.done or s is self._live]
         return True
 
     async def _save_idle_position(self) -> None:
-        moved = self._cursor != self._checkpoint.cursor
+        moved = self._cursors() != self._checkpoint.cursors
         if moved or time.monotonic() - self._saved_at >= IDLE_SAVE_SECONDS:
             await self._save(self._at_cursor(self._checkpoint))
 
@@ -496,10 +787,51 @@ class SinkRunner:
         """On stop: one attempt to deliver what is pending, then the checkpoint."""
         if self._pending:
             await self._flush()
-        elif self._cursor != self._checkpoint.cursor:
+        elif self._cursors() != self._checkpoint.cursors:
             await self._save_idle_position()
         log.info(
             "sink_stopped",
             sink=self.name,
             delivered_total=self._checkpoint.delivered_total,
         )
+
+
+def _by_time(cursor: Cursor) -> Cursor:
+    """A bounded slice's cursor without its offset: read again by time from
+    the newest event delivered from it (inclusive: events of that very
+    millisecond are delivered again)."""
+    return Cursor(start_at=cursor.start_at, end_at=cursor.ends_at)
+
+
+def _created(event: Any) -> datetime | None:
+    created_at = event.get("created_at") if isinstance(event, dict) else None
+    if not isinstance(created_at, str):
+        return None
+    try:
+        return parse_timestamp(created_at)
+    except ValueError:
+        return None
+
+
+def _newest_time(events: list[Any], count: int) -> datetime | None:
+    """created_at of the newest of the first ``count`` events (pages are in
+    created_at order), skipping events without a usable one."""
+    for index in range(count - 1, -1, -1):
+        moment = _created(events[index])
+        if moment is not None:
+            return moment
+    return None
+
+
+def _before(events: list[Any], end: str) -> int:
+    """How many of ``events`` come before ``end``; an event without a usable
+    created_at goes with its neighbours."""
+    stop = parse_timestamp(end)
+    last = _created(events[-1])
+    if last is not None and last < stop:
+        return len(events)
+    for index, event in enumerate(events):
+        moment = _created(event)
+        if moment is not None and moment >= stop:
+            return index
+    return len(events)

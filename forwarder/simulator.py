@@ -13,6 +13,9 @@ users can try their SIEM pipeline without an Enterprise+ token:
 - Errors use Asana's body ``{"errors": [{"message", "help", "phrase"}]}``;
   the rate limit is a sliding 60 s window per token that counts rejected
   requests too, answered with 429 and ``Retry-After`` in seconds.
+- ``max_concurrent_requests`` plays Asana's limit on a token's requests in
+  flight at once (about 50): a request over it is answered 429 with
+  ``Retry-After: 1``, after the usual latency.
 
 Ordering model. The log is kept in arrival order: every event gets a
 sequence number when it is inserted. Events normally arrive in ``created_at``
@@ -38,6 +41,10 @@ and the same seed always gives the same events (apart from ``created_at``,
 which follows the clock). Values given to ``append_raw`` match a request
 only when it filters by nothing but time.
 
+The backlog is spread evenly over ``backlog_span`` before now, unless
+``backlog_burst`` puts that fraction of it within one day in the middle of
+the span, as a migration day would: history that is not even.
+
 Tests that run the simulator in another process drive it over HTTP, without
 authentication (it is a loopback tool), under ``/_simulator/``:
 ``POST events?count=N`` appends N events and returns them, ``GET events``
@@ -51,6 +58,7 @@ import base64
 import bisect
 import contextlib
 import hashlib
+import heapq
 import hmac
 import importlib.resources
 import itertools
@@ -67,7 +75,7 @@ import time
 import traceback
 from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -107,6 +115,9 @@ MAX_ADMIN_COUNT = 100_000
 MAX_BODY = 10 * 1024 * 1024
 JSON = "application/json; charset=UTF-8"
 _RAW = 0xFFFF  # event-type column value of an append_raw item
+_DAY_MS = 86_400_000
+# What a request over max_concurrent_requests is told to wait, in seconds.
+CONCURRENCY_RETRY_AFTER = "1"
 _API_PATH = re.compile(
     re.escape(PREFIX) + r"/workspaces/(?P<workspace>[^/]+)/audit_log_events"
 )
@@ -124,6 +135,11 @@ class SimulatorSettings:
     offset_ttl: float = 3600.0  # seconds before an issued offset expires
     requests_per_minute: int | None = None  # per token; over it: 429
     latency: float = 0.0  # seconds added to every API request
+    # Requests of one token in flight at once; over it: 429. None: no limit.
+    max_concurrent_requests: int | None = None
+    # The fraction of the backlog created within one day in the middle of
+    # backlog_span (a migration day), the rest spread evenly over the span.
+    backlog_burst: float = 0.0
     seed: int = 1
     max_events: int | None = None  # live generation stops at this log size
 
@@ -791,12 +807,18 @@ class AuditLogSimulator:
         self._generation = 0
         self._faults: deque[Fault] = deque()
         self._windows: dict[str, deque[float]] = {}
+        self._in_flight: dict[str, int] = {}
         self._requests = 0
         self._stopping = threading.Event()
         self._live_stopping = threading.Event()
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
         self._base_url: str | None = None
+        if not 0.0 <= self.settings.backlog_burst <= 1.0:
+            raise ValueError(
+                f"backlog_burst must be between 0 and 1, got "
+                f"{self.settings.backlog_burst}"
+            )
         if self.settings.backlog > 0:
             self._append_backlog(self.settings.backlog, self.settings.backlog_span)
 
@@ -805,7 +827,7 @@ class AuditLogSimulator:
     def _append_backlog(self, count: int, span: float) -> None:
         span_ms = int(span * 1000)
         first = _now_ms() - span_ms
-        created = (first + (i * span_ms) // count for i in range(count))
+        created = _backlog_times(first, span_ms, count, self.settings.backlog_burst)
         with self._lock:
             kinds, actors, resources = self._world.draw(self._rng, count)
             self._log.add(created, kinds, actors, resources)
@@ -988,19 +1010,35 @@ class AuditLogSimulator:
         with self._lock:
             self._requests += 1
             fault = self._faults.popleft() if self._faults else None
-        self._pause(self.settings.latency)
-        if fault is not None:
-            self._pause(fault.delay)
-            return _fault_reply(fault)
+        token = _bearer(auth)
+        # Whether the request fits under the concurrency limit is decided as
+        # it arrives; a refused one holds no place while it waits.
+        admitted = self._enter(token or "")
+        try:
+            self._pause(self.settings.latency)
+            if fault is not None:
+                self._pause(fault.delay)
+                return _fault_reply(fault)
+            return self._endpoint(method, path, query, token, admitted)
+        finally:
+            if admitted:
+                self._leave(token or "")
+
+    def _endpoint(
+        self, method: str, path: str, query: str, token: str | None, admitted: bool
+    ) -> _Reply:
         route = _API_PATH.fullmatch(path)
         if method != "GET" or route is None:
             return _error(404, "No matching route for request")
-        token = _bearer(auth)
         if self.settings.token is not None and token != self.settings.token:
             return _error(401, "Not Authorized")
         retry_after = self._rate_limited(token or "")
         if retry_after is not None:
             return _error(429, TOO_MANY_REQUESTS, ("Retry-After", str(retry_after)))
+        if not admitted:
+            return _error(
+                429, TOO_MANY_REQUESTS, ("Retry-After", CONCURRENCY_RETRY_AFTER)
+            )
         workspace = route["workspace"]
         if workspace != self.settings.workspace_gid:
             return _error(404, f"workspace: Not a recognized ID: {workspace}")
@@ -1008,6 +1046,21 @@ class AuditLogSimulator:
             return _json_reply(self._page(_parse_query(query)))
         except _BadRequest as error:
             return _error(400, str(error))
+
+    def _enter(self, token: str) -> bool:
+        """Count a request in flight, unless the token already has as many
+        as max_concurrent_requests (then False, and nothing is counted)."""
+        limit = self.settings.max_concurrent_requests
+        with self._lock:
+            in_flight = self._in_flight.get(token, 0)
+            if limit is not None and in_flight >= limit:
+                return False
+            self._in_flight[token] = in_flight + 1
+            return True
+
+    def _leave(self, token: str) -> None:
+        with self._lock:
+            self._in_flight[token] -= 1
 
     def _rate_limited(self, token: str) -> int | None:
         """Seconds to wait when over the limit, else None; every call counts."""
@@ -1182,6 +1235,19 @@ class AuditLogSimulator:
                 "pending_faults": len(self._faults),
                 "workspace_gid": self.settings.workspace_gid,
             }
+
+
+def _backlog_times(first: int, span_ms: int, count: int, burst: float) -> Iterator[int]:
+    """Sorted creation times (ms) of a backlog of ``count`` events from
+    ``first`` over ``span_ms``: ``burst`` of them within one day in the middle
+    of the span (all of it when shorter), the rest spread evenly."""
+    bursted = round(count * burst)
+    even = count - bursted
+    day = min(_DAY_MS, span_ms)
+    day_start = first + (span_ms - day) // 2
+    spread = (first + (i * span_ms) // even for i in range(even))
+    crowded = (day_start + (i * day) // bursted for i in range(bursted))
+    return heapq.merge(spread, crowded)
 
 
 def _admin_count(query: str) -> int:

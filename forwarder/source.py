@@ -44,6 +44,9 @@ log = structlog.get_logger("forwarder.source")
 
 ACCESS_STATUSES = frozenset({401, 402, 403, 404})
 
+# A request's query parameters, sorted: what identifies a page.
+_Query = tuple[tuple[str, str], ...]
+
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -112,7 +115,10 @@ class AuditLogClient:
                     request_id=_request_id(response),
                 ) from error
             finally:
-                await response.aclose()
+                # Shielded: a reader cancelled mid-read (a backfill slice cut
+                # short, a stop) must still hand the connection back.
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
         except httpx.TimeoutException as error:
             raise ApiRetryable(f"request timed out ({type(error).__name__})") from error
         except httpx.ConnectError as error:
@@ -247,6 +253,7 @@ class PageReader:
         *,
         backoff: Backoff | None = None,
         access_retry_interval: float = 60.0,
+        max_concurrent: int = 20,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     ) -> None:
@@ -258,42 +265,47 @@ class PageReader:
         self._access_retry_interval = access_retry_interval
         self._rng = rng or random.Random()
         self._sleep = sleep
-        self._cache: OrderedDict[Cursor, tuple[float, Page]] = OrderedDict()
-        self._in_flight: dict[Cursor, anyio.Event] = {}
+        # Asana limits the requests of a token in flight at once.
+        self._in_flight_limit = anyio.CapacityLimiter(max_concurrent)
+        self._cache: OrderedDict[_Query, tuple[float, Page]] = OrderedDict()
+        self._in_flight: dict[_Query, anyio.Event] = {}
 
     async def read(self, cursor: Cursor) -> Page:
         """The page at ``cursor``; only OffsetRejected escapes."""
+        # Keyed by what is sent: cursors that differ only in what is kept for
+        # recovery ask for the same page.
+        query = tuple(sorted(self._client.query_for(cursor).items()))
         while True:
-            cached = self._cached(cursor)
+            cached = self._cached(query)
             if cached is not None:
                 return cached
-            waiting = self._in_flight.get(cursor)
+            waiting = self._in_flight.get(query)
             if waiting is None:
                 break
             await waiting.wait()
         done = anyio.Event()
-        self._in_flight[cursor] = done
+        self._in_flight[query] = done
         try:
             page = await self._read_with_retries(cursor)
             if page.events:
-                self._remember(cursor, page)
+                self._remember(query, page)
             return page
         finally:
-            del self._in_flight[cursor]
+            del self._in_flight[query]
             done.set()
 
-    def _cached(self, cursor: Cursor) -> Page | None:
-        entry = self._cache.get(cursor)
+    def _cached(self, query: _Query) -> Page | None:
+        entry = self._cache.get(query)
         if entry is None:
             return None
         stored_at, page = entry
         if time.monotonic() - stored_at > self.CACHE_SECONDS:
-            del self._cache[cursor]
+            del self._cache[query]
             return None
         return page
 
-    def _remember(self, cursor: Cursor, page: Page) -> None:
-        self._cache[cursor] = (time.monotonic(), page)
+    def _remember(self, query: _Query, page: Page) -> None:
+        self._cache[query] = (time.monotonic(), page)
         while len(self._cache) > self.CACHE_PAGES:
             self._cache.popitem(last=False)
 
@@ -306,7 +318,8 @@ class PageReader:
                 self._metrics.rate_limit_wait_seconds.inc(waited)
             started = time.monotonic()
             try:
-                page = await self._client.fetch(cursor)
+                async with self._in_flight_limit:
+                    page = await self._client.fetch(cursor)
             except ApiRetryable as error:
                 self._observe(started, error)
                 delay = self._retry_delay(error, attempt)

@@ -61,6 +61,14 @@ class FakeAuditLog:
         if position is None:
             return _error(400, "offset: Your pagination token is invalid")
         page = self.events[position : position + limit]
+        end_at = params.get("end_at")
+        if end_at is not None:
+            # end_at is exclusive; the log is in created_at order.
+            page = [
+                event
+                for event in page
+                if not isinstance(event, dict) or event.get("created_at", "") < end_at
+            ]
         next_position = position + len(page)
         body = {
             "data": page,

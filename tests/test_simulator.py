@@ -693,6 +693,49 @@ def test_injected_faults_answer_the_next_requests_in_order(
     assert simulator.requests == 4
 
 
+def test_requests_over_the_concurrency_limit_get_429(serve: Serve) -> None:
+    """With max_concurrent_requests, a request arriving while the token
+    already has that many in flight is answered 429 with Retry-After; once
+    they are answered, the next request is served."""
+    simulator, _ = serve(backlog=3, latency=0.3, max_concurrent_requests=1)
+    statuses: list[int] = []
+    retry_after: list[str | None] = []
+
+    def request() -> None:
+        with open_client(simulator) as client:
+            response = get(client)
+        statuses.append(response.status_code)
+        retry_after.append(response.headers.get("retry-after"))
+
+    first = threading.Thread(target=request)
+    first.start()
+    time.sleep(0.1)  # the first is in flight: the simulator's latency holds it
+    request()
+    first.join()
+    assert sorted(statuses) == [200, 429]
+    assert retry_after[statuses.index(429)] == "1"
+    request()
+    assert statuses[-1] == 200
+    assert simulator.requests == 3
+
+
+def test_concurrent_requests_under_the_limit_are_served(serve: Serve) -> None:
+    """Requests in flight up to max_concurrent_requests are all served."""
+    simulator, _ = serve(backlog=3, latency=0.2, max_concurrent_requests=4)
+    statuses: list[int] = []
+
+    def request() -> None:
+        with open_client(simulator) as client:
+            statuses.append(get(client).status_code)
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 4
+
+
 def test_fault_retry_after_can_be_an_http_date(serve: Serve) -> None:
     """The Retry-After value is sent exactly as given, e.g. an HTTP-date."""
     simulator, client = serve()
@@ -792,6 +835,35 @@ def test_backlog_of_100k_builds_fast_and_pages_correctly(serve: Serve) -> None:
     assert get(client, offset=first["next_page"]["offset"]).json()["data"][0][
         "created_at"
     ] == format_timestamp(oldest + timedelta(seconds=100))
+
+
+def test_backlog_burst_crowds_one_day_in_the_middle_of_the_span(
+    serve: Serve,
+) -> None:
+    """backlog_burst puts that fraction of the backlog within one day in the
+    middle of backlog_span and spreads the rest evenly; the log stays in
+    created_at order, so paging returns every event once, oldest first."""
+    span = 30 * 86400.0
+    before = datetime.now(UTC)
+    simulator, client = serve(backlog=2000, backlog_span=span, backlog_burst=0.4)
+    events = drain(client)
+    assert len(set(gids(events))) == len(events) == 2000
+    times = [parse_timestamp(event["created_at"]) for event in events]
+    assert times == sorted(times)
+    start = before - timedelta(seconds=span)
+    middle = start + timedelta(seconds=span / 2)
+    burst_day = [t for t in times if abs(t - middle) <= timedelta(hours=12)]
+    # 800 in the burst, plus the even spread's share of one day out of 30.
+    assert 800 <= len(burst_day) <= 800 + 1200 // 30 + 1
+    first_week = [t for t in times if t < start + timedelta(days=7, seconds=30)]
+    assert abs(len(first_week) - 1200 * 7 // 30) <= 2
+    assert simulator.events() == events
+
+
+def test_backlog_burst_must_be_a_fraction() -> None:
+    """A burst outside 0..1 is refused when the simulator is made."""
+    with pytest.raises(ValueError, match="backlog_burst"):
+        AuditLogSimulator(SimulatorSettings(backlog=10, backlog_burst=1.5))
 
 
 def test_live_generation_stops_at_max_events(serve: Serve) -> None:

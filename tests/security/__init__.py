@@ -77,7 +77,14 @@ class FakeAuditApi(DoubleServer):
             message = f"{padding}Not Authorized: {received} is not a valid token"
             return Response.json(401, {"errors": [{"message": message}]})
         offset = request.query.get("offset", [""])[0]
-        data = [] if offset == LAST_OFFSET else self.events
+        start_at = request.query.get("start_at", [""])[0]
+        end_at = request.query.get("end_at", [None])[0]
+        data = [
+            event
+            for event in ([] if offset == LAST_OFFSET else self.events)
+            if start_at <= event["created_at"]
+            and (end_at is None or event["created_at"] < end_at)
+        ]
         return Response.json(200, {"data": data, "next_page": {"offset": LAST_OFFSET}})
 
 

@@ -1,0 +1,79 @@
+"""The official SDK's baseline (``bench/sdk_baseline.py``) run as its own
+measured process against the simulator, posting to the HEC double."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import orjson
+
+from bench.process import PROJECT, MeasuredProcess, Usage
+from bench.receivers import HEC_TOKEN, TimedHecDouble, sdk_hec_gids
+from bench.results import RunResult, backlog_gids
+from forwarder.simulator import AuditLogSimulator, SimulatorSettings
+
+SCRIPT = PROJECT / "bench" / "sdk_baseline.py"
+
+
+def sdk_run(
+    scenario: str,
+    settings: SimulatorSettings,
+    directory: Path,
+    startup_cpu: float,
+    timeout: float,
+) -> RunResult:
+    """Run the SDK script over the simulator's backlog into the HEC double."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        simulator = stack.enter_context(AuditLogSimulator(settings))
+        hec = stack.enter_context(TimedHecDouble())
+        usage = run_script(simulator, hec.url, directory, timeout)
+        result = RunResult.measured(
+            scenario,
+            usage,
+            expected=backlog_gids(settings.backlog),
+            received=sdk_hec_gids(hec),
+            startup_cpu_seconds=startup_cpu,
+        )
+        result.notes.append("official asana SDK, one page after another")
+        result.extra.update(
+            api_requests=simulator.requests,
+            script_output=_last_line(directory / "sdk.log"),
+        )
+        return result
+
+
+def run_script(
+    simulator: AuditLogSimulator, hec_url: str, directory: Path, timeout: float
+) -> Usage:
+    argv = [
+        sys.executable,
+        str(SCRIPT),
+        "--base-url",
+        simulator.base_url,
+        "--workspace",
+        simulator.settings.workspace_gid,
+        "--token",
+        simulator.settings.token or "any-token",
+        "--hec-url",
+        hec_url,
+        "--hec-token",
+        HEC_TOKEN,
+    ]
+    process = MeasuredProcess(argv, directory / "sdk.log")
+    try:
+        return process.wait(timeout)
+    finally:
+        process.stop()
+
+
+def _last_line(log: Path) -> object:
+    lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    if not lines:
+        return None
+    try:
+        return orjson.loads(lines[-1])
+    except orjson.JSONDecodeError:
+        return lines[-1][-500:]
