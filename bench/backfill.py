@@ -69,10 +69,10 @@ def backfill(
         )
         output = directory / "out" / "events.jsonl"
         try:
-            setup = daemon_document(directory, source, [file_sink(output)])
+            document = daemon_document(directory, source, [file_sink(output)])
         except ConfigError as error:
             return failed(scenario, f"configuration refused: {error}")
-        usage = run_once(directory, setup, timeout)
+        usage = run_once(directory, document, timeout)
         result = RunResult.measured(
             scenario,
             usage,
@@ -80,7 +80,6 @@ def backfill(
             received=file_sink_gids(output),
             startup_cpu_seconds=startup_cpu,
         )
-        result.notes += setup.notes
         if burst:
             result.notes.append(f"{burst:.0%} of the backlog within one day")
         _describe(result, simulator.requests, events)

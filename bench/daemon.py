@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,12 @@ import httpx
 from bench.process import MeasuredProcess, Usage
 from bench.receivers import HEC_TOKEN
 from forwarder.config import parse_config
-from forwarder.errors import ConfigError
 from forwarder.simulator import AuditLogSimulator
 from tests.daemon_process import write_config
 
 # As fast as the configuration allows: the simulator imposes no limit in the
 # drain scenarios.
 UNLIMITED_REQUESTS_PER_MINUTE = 100_000
-# Asana's limit on paid tiers, and the configuration's old upper bound.
-ASANA_REQUESTS_PER_MINUTE = 1500
 # No rotation in the middle of a measurement: a million events is ~700 MB.
 FILE_MAX_BYTES = 16 * 1024**3
 _DELIVERED = re.compile(
@@ -31,14 +27,6 @@ _DELIVERED = re.compile(
     r"(?P<value>\S+)$",
     re.MULTILINE,
 )
-
-
-@dataclass
-class DaemonSetup:
-    """A configuration document and what the bench had to change in it."""
-
-    document: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
 
 
 def source_section(
@@ -95,10 +83,9 @@ def daemon_document(
     sinks: list[dict[str, Any]],
     *,
     metrics_port: int = 0,
-) -> DaemonSetup:
-    """A configuration the daemon accepts, or ConfigError naming the keys it
-    refuses. A request budget over the configuration's bound falls back to
-    1,500 a minute, noted."""
+) -> dict[str, Any]:
+    """A configuration the daemon accepts; ConfigError naming the keys it
+    refuses, before any process is started."""
     document = {
         "source": source,
         "state": {"directory": str(directory / "state")},
@@ -107,33 +94,16 @@ def daemon_document(
         "daemon": {"shutdown_grace": "5s"},
         "sinks": sinks,
     }
-    setup = DaemonSetup(document)
-    try:
-        parse_config(copy.deepcopy(document))
-    except ConfigError as error:
-        if not _refuses_only_the_budget(error, source):
-            raise
-        source["max_requests_per_minute"] = ASANA_REQUESTS_PER_MINUTE
-        setup.notes.append(
-            f"max_requests_per_minute {UNLIMITED_REQUESTS_PER_MINUTE} refused; "
-            f"used {ASANA_REQUESTS_PER_MINUTE}"
-        )
-        parse_config(copy.deepcopy(document))
-    return setup
+    parse_config(copy.deepcopy(document))
+    return document
 
 
-def _refuses_only_the_budget(error: ConfigError, source: dict[str, Any]) -> bool:
-    keys = {key for key, _ in error.problems}
-    return (
-        keys == {"source.max_requests_per_minute"}
-        and source["max_requests_per_minute"] > ASANA_REQUESTS_PER_MINUTE
-    )
-
-
-def start_daemon(directory: Path, setup: DaemonSetup, *, once: bool) -> MeasuredProcess:
+def start_daemon(
+    directory: Path, document: dict[str, Any], *, once: bool
+) -> MeasuredProcess:
     """``python3 -m forwarder.cli run --config ...`` in a measured process."""
     directory.mkdir(parents=True, exist_ok=True)
-    config = write_config(directory / "forwarder.toml", copy.deepcopy(setup.document))
+    config = write_config(directory / "forwarder.toml", copy.deepcopy(document))
     argv = [sys.executable, "-m", "forwarder.cli", "run", "--config", str(config)]
     if once:
         argv.append("--once")
@@ -152,9 +122,9 @@ def delivered(metrics_port: int, sink: str) -> int:
     return 0
 
 
-def run_once(directory: Path, setup: DaemonSetup, timeout: float) -> Usage:
+def run_once(directory: Path, document: dict[str, Any], timeout: float) -> Usage:
     """Run the daemon with ``--once`` until it exits (killed at ``timeout``)."""
-    process = start_daemon(directory, setup, once=True)
+    process = start_daemon(directory, document, once=True)
     try:
         return process.wait(timeout)
     finally:

@@ -46,8 +46,8 @@ def drain(
     with contextlib.ExitStack() as stack:
         simulator = stack.enter_context(AuditLogSimulator(settings))
         sink_config, read_gids = _receiver(stack, sink, directory)
-        setup = daemon_document(directory, source_section(simulator), [sink_config])
-        usage = run_once(directory, setup, timeout)
+        document = daemon_document(directory, source_section(simulator), [sink_config])
+        usage = run_once(directory, document, timeout)
         result = RunResult.measured(
             f"drain/{sink}",
             usage,
@@ -55,7 +55,7 @@ def drain(
             received=read_gids(events),
             startup_cpu_seconds=startup_cpu,
         )
-        result.notes += [SINK_NOTES[sink], *setup.notes]
+        result.notes.append(SINK_NOTES[sink])
         result.extra.update(
             api_requests=simulator.requests,
             backlog_span_seconds=BACKLOG_SPAN,

@@ -19,8 +19,8 @@ def daemon_startup(directory: Path, timeout: float) -> Usage:
     directory.mkdir(parents=True, exist_ok=True)
     with AuditLogSimulator(SimulatorSettings()) as simulator:
         sinks = [file_sink(directory / "out" / "events.jsonl")]
-        setup = daemon_document(directory, source_section(simulator), sinks)
-        return run_once(directory, setup, timeout)
+        document = daemon_document(directory, source_section(simulator), sinks)
+        return run_once(directory, document, timeout)
 
 
 def sdk_startup(directory: Path, timeout: float) -> Usage:

@@ -295,8 +295,9 @@ class SinkRunner:
             send, receive = anyio.create_memory_object_stream[_Arrival](
                 len(self._slices) + self._backfill.concurrency
             )
-            async with send, receive, anyio.create_task_group() as readers:
-                self._send, self._readers = send, readers
+            async with send, receive, anyio.create_task_group() as group:
+                self._send = send
+                readers = await group.start(self._host_readers)
                 if self._stopping:
                     readers.cancel_scope.cancel()
                 self._plan()
@@ -310,6 +311,16 @@ class SinkRunner:
             # Closing must happen even when the grace period ran out.
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 await self.sink.aclose()
+
+    async def _host_readers(
+        self, *, task_status: anyio.abc.TaskStatus[anyio.abc.TaskGroup]
+    ) -> None:
+        """The readers' task group, in a task of its own: stop() cancels it
+        without cancelling a delivery the runner has under way."""
+        async with anyio.create_task_group() as readers:
+            self._readers = readers
+            task_status.started(readers)
+            await anyio.sleep_forever()
 
     async def _consume(self, arrivals: MemoryObjectReceiveStream[_Arrival]) -> None:
         while not self._stopping:
@@ -497,18 +508,22 @@ class SinkRunner:
                     self._cut_live(cuts)
                     active = self._backfilling()
         while 0 < len(active) < backfill.concurrency:
-            widest = None
+            # The slice with the most time left to read; empty stretches end
+            # after one request, so repeated halving soon reaches the crowded
+            # ones.
+            widest: tuple[timedelta, _Slice, datetime, str] | None = None
             for part in active:
                 end = part.taken.ends_at
                 position = self._position(part)
                 if end is None or position is None:
                     continue
+                left = parse_timestamp(end) - position
                 cut = halfway(position, parse_timestamp(end))
-                if cut is not None and (widest is None or cut > widest[1]):
-                    widest = (part, cut, end)
+                if cut is not None and (widest is None or left > widest[0]):
+                    widest = (left, part, cut, end)
             if widest is None:
                 return
-            part, cut, end = widest
+            _, part, cut, end = widest
             cut_at = format_timestamp(cut)
             part.taken = replace(part.taken, stop_at=cut_at)
             fresh = _Slice(Cursor(start_at=cut_at, end_at=end))

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from forwarder.backfill import BackfillSettings
 from forwarder.checkpoint import Checkpoint, Cursor, FileCheckpointStore
 from forwarder.deadletter import DeadLetterFile
 from forwarder.filters import EventTypeFilter
@@ -52,6 +53,8 @@ class Pipeline:
         recovery_margin: float = 300.0,
         once: bool = True,
         page_size: int = 20,
+        backfill: BackfillSettings | None = None,
+        requests_per_minute: int = 1500,
     ) -> SinkRunner:
         client = AuditLogClient(
             http,
@@ -62,7 +65,7 @@ class Pipeline:
         )
         reader = PageReader(
             client,
-            RequestBudget(1500),
+            RequestBudget(requests_per_minute),
             self.metrics,
             self.health,
             backoff=Backoff(0.001, 0.002),
@@ -84,6 +87,7 @@ class Pipeline:
                 filters="f",
                 recovery_margin=recovery_margin,
                 once=once,
+                backfill=backfill or BackfillSettings(),
             ),
             reader=reader,
             store=self.store,

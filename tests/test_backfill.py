@@ -1,0 +1,270 @@
+"""Backfill: a sink far behind reads its backlog in concurrent time slices.
+
+The fake API honours start_at (inclusive), end_at (exclusive) and offsets,
+answers after a short latency so that requests overlap, and counts how many
+are in flight at once.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from structlog.testing import capture_logs
+
+from forwarder.backfill import MIN_SPLIT, BackfillSettings, halfway, live_slices
+from forwarder.timestamps import format_timestamp, parse_timestamp
+from tests.fake_api import FakeAuditLog, make_event
+from tests.memory_sink import MemorySink
+from tests.test_pipeline import Pipeline
+
+pytestmark = pytest.mark.anyio
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+SETTINGS = BackfillSettings(
+    concurrency=4,
+    threshold=timedelta(hours=1),
+    late_event_margin=timedelta(minutes=30),
+)
+
+
+@dataclass
+class SlowAuditLog(FakeAuditLog):
+    """The fake audit log behind a latency, counting requests in flight."""
+
+    latency: float = 0.005
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def transport(self) -> httpx.MockTransport:
+        async def handle(request: httpx.Request) -> httpx.Response:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                await anyio.sleep(self.latency)
+                return self.handle(request)
+            finally:
+                self.in_flight -= 1
+
+        return httpx.MockTransport(handle)
+
+    def add_at(self, moments: list[datetime]) -> None:
+        """Events created at ``moments`` (sorted), appended to the log."""
+        first = len(self.events)
+        for number, moment in enumerate(moments, start=first):
+            event = make_event(number)
+            event["created_at"] = format_timestamp(moment)
+            self.events.append(event)
+
+
+def spread(count: int, start: datetime, end: datetime) -> list[datetime]:
+    step = (end - start) / count
+    return [start + step * i for i in range(count)]
+
+
+def history(count: int = 2000, recent: int = 20) -> SlowAuditLog:
+    """``count`` events over 60 days ending two hours ago, and ``recent``
+    events of the last ten minutes (after the handover)."""
+    api = SlowAuditLog()
+    api.add_at(spread(count, NOW - timedelta(days=60), NOW - timedelta(hours=2)))
+    api.add_at(spread(recent, NOW - timedelta(minutes=10), NOW - timedelta(minutes=1)))
+    return api
+
+
+def all_gids(api: FakeAuditLog) -> list[str]:
+    return [event["gid"] for event in api.events]
+
+
+def bounded_queries(api: FakeAuditLog) -> list[httpx.QueryParams]:
+    return [r.url.params for r in api.requests if "end_at" in r.url.params]
+
+
+# -- where slices are cut ------------------------------------------------------
+
+
+def test_a_stream_within_the_threshold_is_not_cut() -> None:
+    position = NOW - timedelta(minutes=59)
+    assert live_slices(position, NOW, SETTINGS) is None
+    far = NOW - timedelta(days=3)
+    assert live_slices(far, NOW, BackfillSettings(concurrency=1)) is None
+
+
+def test_slices_cover_the_backlog_up_to_the_handover() -> None:
+    """Boundaries start at the position, rise strictly, fall on whole
+    minutes inside, and end late_event_margin before now: one slice per
+    reader."""
+    position = NOW - timedelta(days=10, seconds=17)
+    cuts = live_slices(position, NOW, SETTINGS)
+    assert cuts is not None
+    assert cuts[0] == position
+    assert cuts == sorted(set(cuts))
+    assert len(cuts) - 1 == SETTINGS.concurrency
+    handover = cuts[-1]
+    assert handover.second == handover.microsecond == 0
+    assert NOW - timedelta(minutes=31) < handover <= NOW - timedelta(minutes=30)
+    assert all(cut.second == 0 for cut in cuts[1:])
+
+
+def test_a_slice_is_cut_in_the_middle_of_what_it_has_left() -> None:
+    reached = NOW - timedelta(hours=4)
+    cut = halfway(reached, NOW)
+    assert cut == reached + timedelta(hours=2)
+    assert halfway(reached, reached + 2 * MIN_SPLIT - timedelta(seconds=1)) is None
+
+
+# -- reading through the pipeline -----------------------------------------------
+
+
+async def test_a_far_behind_sink_reads_its_backlog_concurrently_once_each(
+    tmp_path: Path,
+) -> None:
+    """With no checkpoint and 60 days of history, the backlog is read in
+    slices at once (several requests in flight, each bounded by end_at) and
+    every event reaches the sink exactly once; the events of the live
+    stream, after the handover, arrive in order. Afterwards the checkpoint
+    is the live stream alone."""
+    api = history()
+    pipeline = Pipeline(api, tmp_path)
+    sink = MemorySink()
+    with capture_logs() as logs:
+        await pipeline.drain(sink, backfill=SETTINGS, page_size=100)
+
+    assert sorted(sink.gids) == sorted(all_gids(api))
+    assert len(sink.gids) == len(set(sink.gids))
+    assert 2 <= api.most_in_flight <= SETTINGS.concurrency + 1
+    assert len(bounded_queries(api)) >= SETTINGS.concurrency
+    live = [gid for gid in sink.gids if gid in set(all_gids(api)[-20:])]
+    assert live == all_gids(api)[-20:]
+    (started,) = [line for line in logs if line["event"] == "backfill_started"]
+    assert started["slices"] == SETTINGS.concurrency
+    saved = pipeline.store.load("memory")
+    assert saved is not None
+    assert len(saved.cursors) == 1
+    assert not saved.cursor.bounded
+    assert saved.delivered_total == len(api.events)
+    assert pipeline.sample("asana_forwarder_sink_backfill_slices", sink="memory") == 0
+
+
+async def test_concurrency_1_reads_the_backlog_in_order(tmp_path: Path) -> None:
+    """backfill_concurrency = 1 reads one page after another, oldest first,
+    with no bounded query."""
+    api = history(count=600)
+    pipeline = Pipeline(api, tmp_path)
+    sink = MemorySink()
+    await pipeline.drain(sink, backfill=BackfillSettings(concurrency=1), page_size=100)
+
+    assert sink.gids == all_gids(api)
+    assert bounded_queries(api) == []
+    assert api.most_in_flight == 1
+
+
+async def test_a_restart_in_the_middle_of_a_backfill_resumes_every_slice(
+    tmp_path: Path,
+) -> None:
+    """Stopped after a few batches, the checkpoint holds the unfinished
+    slices (bounded, before the open-ended live stream); the next run goes on
+    from their offsets, and the two runs together deliver every event once."""
+    api = history()
+    pipeline = Pipeline(api, tmp_path)
+    first = MemorySink()
+    async with httpx.AsyncClient(transport=api.transport()) as http:
+        runner = pipeline.runner(
+            first, http, backfill=SETTINGS, page_size=100, once=False
+        )
+
+        def stop_after_three_batches() -> None:
+            if len(first.batches) == 2:
+                runner.stop()
+
+        first.on_deliver = stop_after_three_batches
+        await runner.run()
+    saved = pipeline.store.load("memory")
+    assert saved is not None
+    assert len(saved.cursors) > 1
+    assert all(cursor.bounded for cursor in saved.cursors[:-1])
+    assert not saved.cursors[-1].bounded
+    assert any(cursor.offset for cursor in saved.cursors[:-1])
+    requests_before = len(api.requests)
+
+    second = MemorySink()
+    await pipeline.drain(second, backfill=SETTINGS, page_size=100)
+
+    delivered = first.gids + second.gids
+    assert sorted(delivered) == sorted(all_gids(api))
+    assert len(delivered) == len(set(delivered))
+    resumed = {r.url.params.get("offset") for r in api.requests[requests_before:]}
+    assert {c.offset for c in saved.cursors if c.offset} <= resumed
+
+
+async def test_uneven_history_is_shared_out_where_the_events_are(
+    tmp_path: Path,
+) -> None:
+    """Nine tenths of the backlog within one day: when a reader runs out of
+    slice, the slice with most left is cut in two, so several readers share
+    the crowded day; every event still arrives once."""
+    api = SlowAuditLog()
+    day = NOW - timedelta(days=20)
+    api.add_at(
+        sorted(
+            spread(300, NOW - timedelta(days=60), NOW - timedelta(hours=2))
+            + spread(2700, day, day + timedelta(days=1))
+        )
+    )
+    pipeline = Pipeline(api, tmp_path)
+    sink = MemorySink()
+    with capture_logs() as logs:
+        await pipeline.drain(sink, backfill=SETTINGS, page_size=100)
+
+    assert sorted(sink.gids) == sorted(all_gids(api))
+    assert len(sink.gids) == len(set(sink.gids))
+    splits = [line for line in logs if line["event"] == "backfill_slice_split"]
+    inside_the_day = {
+        line["at"]
+        for line in splits
+        if day < parse_timestamp(line["at"]) < day + timedelta(days=1)
+    }
+    assert len(inside_the_day) >= 2
+    # Each split costs at most a page or two of overlap, not a re-read.
+    assert len(api.requests) <= 3000 // 100 + 3 * (len(splits) + SETTINGS.concurrency)
+
+
+async def test_a_rejected_offset_in_a_slice_resumes_it_by_time(
+    tmp_path: Path,
+) -> None:
+    """When offsets expire in the middle of a backfill, each slice resumes
+    by time from the newest event it delivered (start_at, inclusive, with its
+    own end_at): nothing is lost, and at most that one event per slice is
+    delivered again."""
+    api = history()
+    pipeline = Pipeline(api, tmp_path)
+    sink = MemorySink()
+    slow = api.transport()
+
+    async def expire_once(request: httpx.Request) -> httpx.Response:
+        if len(api.requests) == 12 and api.generation == 0:
+            api.expire_offsets()
+        return await slow.handle_async_request(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(expire_once)) as http:
+        await pipeline.runner(sink, http, backfill=SETTINGS, page_size=100).run()
+
+    assert set(sink.gids) == set(all_gids(api))
+    repeats = collections.Counter(sink.gids) - collections.Counter(set(sink.gids))
+    recoveries = pipeline.sample("asana_forwarder_offset_recoveries_total")
+    assert recoveries >= 1
+    assert sum(repeats.values()) <= recoveries
+    resumed: list[dict[str, Any]] = [
+        dict(params)
+        for params in bounded_queries(api)
+        if "offset" not in params and "start_at" in params
+    ]
+    assert any(
+        params["start_at"] in {e["created_at"] for e in api.events}
+        for params in resumed
+    )
