@@ -105,6 +105,9 @@ class _Slice:
     # when the runner takes its last arrival (so a pass that stops once no
     # slice is reading cannot miss a page still on its way).
     reading: bool = False
+    # Its last page came back full: more follow, so it is worth sharing. A
+    # slice not yet answered may be empty; cutting it would only add requests.
+    crowded: bool = False
     scope: anyio.CancelScope | None = None
 
 
@@ -440,6 +443,7 @@ class SinkRunner:
         page = arrival.page
         assert page is not None
         is_live = part is self._live
+        part.crowded = len(page.events) >= self._reader.page_size
         ended = self._take(part, page, is_live)
         if ended or (not page.events and part.taken.bounded):
             self._end(part)
@@ -508,14 +512,13 @@ class SinkRunner:
                     self._cut_live(cuts)
                     active = self._backfilling()
         while 0 < len(active) < backfill.concurrency:
-            # The slice with the most time left to read; empty stretches end
-            # after one request, so repeated halving soon reaches the crowded
-            # ones.
+            # Of the slices known to hold more than a page, the one with the
+            # most time left to read.
             widest: tuple[timedelta, _Slice, datetime, str] | None = None
             for part in active:
                 end = part.taken.ends_at
                 position = self._position(part)
-                if end is None or position is None:
+                if end is None or position is None or not part.crowded:
                     continue
                 left = parse_timestamp(end) - position
                 cut = halfway(position, parse_timestamp(end))
@@ -526,6 +529,9 @@ class SinkRunner:
             _, part, cut, end = widest
             cut_at = format_timestamp(cut)
             part.taken = replace(part.taken, stop_at=cut_at)
+            # Once per page: its half is cut again only if its next page is
+            # full too, and the new slice only once it has shown its own.
+            part.crowded = False
             fresh = _Slice(Cursor(start_at=cut_at, end_at=end))
             self._slices.insert(-1, fresh)
             self._start_reader(fresh)

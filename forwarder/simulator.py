@@ -808,6 +808,7 @@ class AuditLogSimulator:
         self._faults: deque[Fault] = deque()
         self._windows: dict[str, deque[float]] = {}
         self._in_flight: dict[str, int] = {}
+        self._in_flight_changed = threading.Condition(self._lock)
         self._requests = 0
         self._stopping = threading.Event()
         self._live_stopping = threading.Event()
@@ -902,6 +903,14 @@ class AuditLogSimulator:
         """API requests received so far, including faulted and rejected ones."""
         with self._lock:
             return self._requests
+
+    def wait_for_requests_in_flight(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` admitted requests are in flight, all tokens
+        together; False if that did not happen within ``timeout`` seconds."""
+        with self._in_flight_changed:
+            return self._in_flight_changed.wait_for(
+                lambda: sum(self._in_flight.values()) >= count, timeout
+            )
 
     # ----------------------------------------------------------------- serving
 
@@ -1056,11 +1065,13 @@ class AuditLogSimulator:
             if limit is not None and in_flight >= limit:
                 return False
             self._in_flight[token] = in_flight + 1
+            self._in_flight_changed.notify_all()
             return True
 
     def _leave(self, token: str) -> None:
         with self._lock:
             self._in_flight[token] -= 1
+            self._in_flight_changed.notify_all()
 
     def _rate_limited(self, token: str) -> int | None:
         """Seconds to wait when over the limit, else None; every call counts."""

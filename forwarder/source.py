@@ -88,6 +88,10 @@ class AuditLogClient:
         self._page_size = page_size
         self._filters = (filters or ApiFilters()).as_query()
 
+    @property
+    def page_size(self) -> int:
+        return self._page_size
+
     def query_for(self, cursor: Cursor) -> dict[str, str]:
         query = {"limit": str(self._page_size), **self._filters}
         if cursor.offset is not None:
@@ -269,6 +273,12 @@ class PageReader:
         self._in_flight_limit = anyio.CapacityLimiter(max_concurrent)
         self._cache: OrderedDict[_Query, tuple[float, Page]] = OrderedDict()
         self._in_flight: dict[_Query, anyio.Event] = {}
+
+    @property
+    def page_size(self) -> int:
+        """Events a page holds at most: a page that holds fewer is the last
+        of a range in the past."""
+        return self._client.page_size
 
     async def read(self, cursor: Cursor) -> Page:
         """The page at ``cursor``; only OffsetRejected escapes."""

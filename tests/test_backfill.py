@@ -234,6 +234,24 @@ async def test_uneven_history_is_shared_out_where_the_events_are(
     assert len(api.requests) <= 3000 // 100 + 3 * (len(splits) + SETTINGS.concurrency)
 
 
+async def test_a_sparse_history_costs_a_few_requests_per_slice(
+    tmp_path: Path,
+) -> None:
+    """Ninety days holding a handful of events: no page comes back full, so
+    no slice is cut again; each slice costs a request or two, not a
+    cascade of splits down to the smallest slice."""
+    api = SlowAuditLog()
+    api.add_at(spread(5, NOW - timedelta(days=3), NOW - timedelta(days=2)))
+    pipeline = Pipeline(api, tmp_path)
+    sink = MemorySink()
+    with capture_logs() as logs:
+        await pipeline.drain(sink, backfill=SETTINGS, page_size=100)
+
+    assert sorted(sink.gids) == sorted(all_gids(api))
+    assert not [line for line in logs if line["event"] == "backfill_slice_split"]
+    assert len(api.requests) <= 2 * SETTINGS.concurrency + 2
+
+
 async def test_a_rejected_offset_in_a_slice_resumes_it_by_time(
     tmp_path: Path,
 ) -> None:
@@ -247,7 +265,10 @@ async def test_a_rejected_offset_in_a_slice_resumes_it_by_time(
     slow = api.transport()
 
     async def expire_once(request: httpx.Request) -> httpx.Response:
-        if len(api.requests) == 12 and api.generation == 0:
+        # In the middle of the backfill, as a request with an offset comes in
+        # (so at least that request's slice must recover).
+        with_offset = "offset" in request.url.params
+        if with_offset and len(api.requests) >= 8 and api.generation == 0:
             api.expire_offsets()
         return await slow.handle_async_request(request)
 

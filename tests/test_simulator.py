@@ -697,7 +697,7 @@ def test_requests_over_the_concurrency_limit_get_429(serve: Serve) -> None:
     """With max_concurrent_requests, a request arriving while the token
     already has that many in flight is answered 429 with Retry-After; once
     they are answered, the next request is served."""
-    simulator, _ = serve(backlog=3, latency=0.3, max_concurrent_requests=1)
+    simulator, _ = serve(backlog=3, latency=0.5, max_concurrent_requests=1)
     statuses: list[int] = []
     retry_after: list[str | None] = []
 
@@ -709,7 +709,8 @@ def test_requests_over_the_concurrency_limit_get_429(serve: Serve) -> None:
 
     first = threading.Thread(target=request)
     first.start()
-    time.sleep(0.1)  # the first is in flight: the simulator's latency holds it
+    # The simulator's latency holds the first in flight while the second comes.
+    assert simulator.wait_for_requests_in_flight(1, timeout=10)
     request()
     first.join()
     assert sorted(statuses) == [200, 429]
