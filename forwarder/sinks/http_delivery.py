@@ -45,7 +45,10 @@ log = structlog.get_logger("forwarder.sinks.http_delivery")
 # What shippers default to, and what every receiver named in the docs takes.
 DEFAULT_MAX_REQUEST_BYTES = 1_000_000
 DEFAULT_MAX_REQUEST_EVENTS = 1000
-GZIP_LEVEL = 6
+# Level 3 of zlib's fast strategy: about 2.5 times less CPU per event than
+# the default 6, for bodies about a quarter larger (audit events compress
+# ten to one either way).
+GZIP_LEVEL = 3
 USER_AGENT = f"asana-audit-forwarder/{__version__}"
 
 Protocol = Literal["splunk_hec", "sumo_logic", "http"]
