@@ -13,8 +13,11 @@ an open-ended stream sees those. Older history is settled, so a bounded query
 over it returns everything there will ever be.
 
 History is rarely even (a migration day can hold more events than the month
-around it), so slices are not fixed: when a reader finishes, the slice with
-the most time left is cut in two and the idle reader takes the second half.
+around it), so slices are not fixed: when a reader finishes, a slice whose
+last page came back full (more follow) is cut in two and the idle reader
+takes the second part; where the events are crowded, the cut comes a few
+pages ahead at that density rather than halfway, so that the crowd is what
+gets shared. A slice not yet answered is never cut: it may be empty.
 A slice already being read keeps its offset (an offset is only valid with the
 query it came from); it gets a soft end instead, ``stop_at``, past which its
 events are left to the new slice.
@@ -31,12 +34,16 @@ from datetime import datetime, timedelta
 RETENTION = timedelta(days=90)
 # Below this, a slice is not worth cutting: one reader finishes it soon.
 MIN_SPLIT = timedelta(minutes=1)
+# Where history is crowded, a slice cut keeps this many pages' worth (at the
+# density of its last page) before the cut: each cut costs a request or two
+# of overlap, so the slices should not be much smaller than that.
+PAGES_BEFORE_CUT = 4
 
 
 @dataclass(frozen=True, slots=True)
 class BackfillSettings:
     """How a sink's backlog is read: ``concurrency`` 1 reads it in order, one
-    page after another (the default here; the configuration's is 8)."""
+    page after another (the default here; the configuration's is 16)."""
 
     concurrency: int = 1
     # A live cursor further behind than this is cut into slices.
@@ -77,12 +84,23 @@ def live_slices(
     return [position, *cuts, handover]
 
 
-def halfway(reached: datetime, end: datetime) -> datetime | None:
+def cut_point(
+    reached: datetime, end: datetime, page_span: timedelta | None = None
+) -> datetime | None:
     """Where to cut a slice that has read up to ``reached`` and ends at
-    ``end``, or None when what is left is too short to share."""
+    ``end``, or None when what is left is too short to share.
+
+    In the middle of what is left; but when its last full page spanned only
+    ``page_span``, the events are crowded here, and the middle may lie far
+    past them: then the cut comes ``PAGES_BEFORE_CUT`` pages ahead at that
+    density, so that the crowd itself is shared out.
+    """
     if end - reached < 2 * MIN_SPLIT:
         return None
     cut = reached + (end - reached) / 2
+    if page_span is not None:
+        crowded = reached + max(MIN_SPLIT, page_span * PAGES_BEFORE_CUT)
+        cut = min(cut, crowded)
     # Whole seconds: a short cut is readable in logs and in the checkpoint.
     cut = cut.replace(microsecond=0)
     if not reached < cut < end:

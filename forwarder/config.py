@@ -98,7 +98,7 @@ class SourceConfig(Section):
     # time slices, backfill_concurrency at once (1: one page after another,
     # in order). Slices end late_event_margin before now, for events Asana
     # shows late.
-    backfill_concurrency: Annotated[int, Field(ge=1, le=50)] = 8
+    backfill_concurrency: Annotated[int, Field(ge=1, le=50)] = 16
     backfill_threshold: Annotated[Duration, Field(gt=0)] = 3600.0
     late_event_margin: Duration = 1800.0
     filters: ApiFilters = ApiFilters()

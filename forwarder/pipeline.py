@@ -36,7 +36,7 @@ import anyio.abc
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from forwarder.backfill import RETENTION, BackfillSettings, halfway, live_slices
+from forwarder.backfill import RETENTION, BackfillSettings, cut_point, live_slices
 from forwarder.checkpoint import Checkpoint, CheckpointStore, Cursor
 from forwarder.deadletter import DeadLetterFile
 from forwarder.errors import OffsetRejected, SinkError, StateError
@@ -108,6 +108,8 @@ class _Slice:
     # Its last page came back full: more follow, so it is worth sharing. A
     # slice not yet answered may be empty; cutting it would only add requests.
     crowded: bool = False
+    # created_at span of that full page: how dense the history is here.
+    page_span: timedelta | None = None
     scope: anyio.CancelScope | None = None
 
 
@@ -444,6 +446,8 @@ class SinkRunner:
         assert page is not None
         is_live = part is self._live
         part.crowded = len(page.events) >= self._reader.page_size
+        if part.crowded:
+            part.page_span = _span(page.events)
         ended = self._take(part, page, is_live)
         if ended or (not page.events and part.taken.bounded):
             self._end(part)
@@ -521,7 +525,7 @@ class SinkRunner:
                 if end is None or position is None or not part.crowded:
                     continue
                 left = parse_timestamp(end) - position
-                cut = halfway(position, parse_timestamp(end))
+                cut = cut_point(position, parse_timestamp(end), part.page_span)
                 if cut is not None and (widest is None or left > widest[0]):
                     widest = (left, part, cut, end)
             if widest is None:
@@ -842,6 +846,15 @@ def _newest_time(events: list[Any], count: int) -> datetime | None:
         if moment is not None:
             return moment
     return None
+
+
+def _span(events: list[Any]) -> timedelta | None:
+    """created_at of the last event minus that of the first, when both can
+    be read."""
+    first, last = _created(events[0]), _created(events[-1])
+    if first is None or last is None or last < first:
+        return None
+    return last - first
 
 
 def _before(events: list[Any], end: str) -> int:

@@ -18,7 +18,13 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from forwarder.backfill import MIN_SPLIT, BackfillSettings, halfway, live_slices
+from forwarder.backfill import (
+    MIN_SPLIT,
+    PAGES_BEFORE_CUT,
+    BackfillSettings,
+    cut_point,
+    live_slices,
+)
 from forwarder.timestamps import format_timestamp, parse_timestamp
 from tests.fake_api import FakeAuditLog, make_event
 from tests.memory_sink import MemorySink
@@ -113,9 +119,23 @@ def test_slices_cover_the_backlog_up_to_the_handover() -> None:
 
 def test_a_slice_is_cut_in_the_middle_of_what_it_has_left() -> None:
     reached = NOW - timedelta(hours=4)
-    cut = halfway(reached, NOW)
+    cut = cut_point(reached, NOW)
     assert cut == reached + timedelta(hours=2)
-    assert halfway(reached, reached + 2 * MIN_SPLIT - timedelta(seconds=1)) is None
+    too_short = reached + 2 * MIN_SPLIT - timedelta(seconds=1)
+    assert cut_point(reached, too_short) is None
+
+
+def test_a_crowded_slice_is_cut_a_few_pages_ahead() -> None:
+    """A full page that spanned ten minutes, with days left: the cut comes a
+    few pages' worth ahead, inside the crowd, not days away; never closer
+    than the smallest slice."""
+    reached = NOW - timedelta(days=10)
+    cut = cut_point(reached, NOW, timedelta(minutes=10))
+    assert cut == reached + PAGES_BEFORE_CUT * timedelta(minutes=10)
+    dense = cut_point(reached, NOW, timedelta(0))
+    assert dense == reached + MIN_SPLIT
+    sparse = cut_point(reached, NOW, timedelta(days=9))
+    assert sparse == reached + timedelta(days=5)
 
 
 # -- reading through the pipeline -----------------------------------------------
