@@ -34,10 +34,10 @@ from datetime import datetime, timedelta
 RETENTION = timedelta(days=90)
 # Below this, a slice is not worth cutting: one reader finishes it soon.
 MIN_SPLIT = timedelta(minutes=1)
-# Where history is crowded, a slice cut keeps this many pages' worth (at the
-# density of its last page) before the cut: each cut costs a request or two
-# of overlap, so the slices should not be much smaller than that.
-PAGES_BEFORE_CUT = 4
+# A cut leaves at most this many pages' worth (at the density of the slice's
+# last page) before it, and a slice with less than twice that is not cut:
+# each cut costs a request or two, so slices stay at a dozen pages or more.
+PAGES_BEFORE_CUT = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +88,23 @@ def cut_point(
     reached: datetime, end: datetime, page_span: timedelta | None = None
 ) -> datetime | None:
     """Where to cut a slice that has read up to ``reached`` and ends at
-    ``end``, or None when what is left is too short to share.
+    ``end``, or None when what is left is not worth sharing.
 
-    In the middle of what is left; but when its last full page spanned only
-    ``page_span``, the events are crowded here, and the middle may lie far
-    past them: then the cut comes ``PAGES_BEFORE_CUT`` pages ahead at that
-    density, so that the crowd itself is shared out.
+    ``page_span`` is how much time the slice's last full page covered. At
+    that density, a slice with fewer than ``2 * PAGES_BEFORE_CUT`` pages left
+    is not cut (each cut costs a request or two); otherwise the cut comes
+    halfway, or ``PAGES_BEFORE_CUT`` pages ahead when that is sooner: where
+    events are crowded, the middle may lie far past them, and the crowd is
+    what needs sharing.
     """
-    if end - reached < 2 * MIN_SPLIT:
+    left = end - reached
+    if left < 2 * MIN_SPLIT:
         return None
-    cut = reached + (end - reached) / 2
+    cut = reached + left / 2
     if page_span is not None:
-        crowded = reached + max(MIN_SPLIT, page_span * PAGES_BEFORE_CUT)
-        cut = min(cut, crowded)
+        if page_span > timedelta(0) and left / page_span < 2 * PAGES_BEFORE_CUT:
+            return None
+        cut = min(cut, reached + max(MIN_SPLIT, page_span * PAGES_BEFORE_CUT))
     # Whole seconds: a short cut is readable in logs and in the checkpoint.
     cut = cut.replace(microsecond=0)
     if not reached < cut < end:

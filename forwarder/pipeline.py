@@ -412,8 +412,11 @@ class SinkRunner:
                 if page.next_offset is not None:
                     cursor = replace(cursor, offset=page.next_offset)
                 # An empty page ends a slice of the past; the live stream
-                # polls again, except in a single pass.
+                # polls again, except in a single pass. A page reaching the
+                # slice's end (which a cut may have moved) is its last: what
+                # follows is the next slice's.
                 last = not page.events and (part.taken.bounded or self._settings.once)
+                last = last or _reaches(page.events, part.taken.ends_at)
                 await send.send(_Arrival(part, page, last=last))
                 if last:
                     return
@@ -846,6 +849,14 @@ def _newest_time(events: list[Any], count: int) -> datetime | None:
         if moment is not None:
             return moment
     return None
+
+
+def _reaches(events: list[Any], end: str | None) -> bool:
+    """Whether the last of ``events`` was created at ``end`` or later."""
+    if end is None or not events:
+        return False
+    last = _created(events[-1])
+    return last is not None and last >= parse_timestamp(end)
 
 
 def _span(events: list[Any]) -> timedelta | None:

@@ -126,16 +126,18 @@ def test_a_slice_is_cut_in_the_middle_of_what_it_has_left() -> None:
 
 
 def test_a_crowded_slice_is_cut_a_few_pages_ahead() -> None:
-    """A full page that spanned ten minutes, with days left: the cut comes a
-    few pages' worth ahead, inside the crowd, not days away; never closer
-    than the smallest slice."""
+    """A full page that spanned ten minutes, with days left: the cut comes
+    PAGES_BEFORE_CUT pages' worth ahead, inside the crowd, not days away;
+    never closer than the smallest slice; and a slice with only a few pages
+    left at its density is not cut at all."""
     reached = NOW - timedelta(days=10)
     cut = cut_point(reached, NOW, timedelta(minutes=10))
     assert cut == reached + PAGES_BEFORE_CUT * timedelta(minutes=10)
-    dense = cut_point(reached, NOW, timedelta(0))
-    assert dense == reached + MIN_SPLIT
-    sparse = cut_point(reached, NOW, timedelta(days=9))
-    assert sparse == reached + timedelta(days=5)
+    assert cut_point(reached, NOW, timedelta(0)) == reached + MIN_SPLIT
+    few_pages = (NOW - reached) / (2 * PAGES_BEFORE_CUT - 1)
+    assert cut_point(reached, NOW, few_pages) is None
+    enough = (NOW - reached) / (2 * PAGES_BEFORE_CUT)
+    assert cut_point(reached, NOW, enough) == reached + timedelta(days=5)
 
 
 # -- reading through the pipeline -----------------------------------------------
@@ -226,8 +228,9 @@ async def test_uneven_history_is_shared_out_where_the_events_are(
     tmp_path: Path,
 ) -> None:
     """Nine tenths of the backlog within one day: when a reader runs out of
-    slice, the slice with most left is cut in two, so several readers share
-    the crowded day; every event still arrives once."""
+    slice, a crowded slice is cut a few pages ahead, so several readers
+    share the crowded day; every event still arrives once, and the cuts cost
+    a request or two each."""
     api = SlowAuditLog()
     day = NOW - timedelta(days=20)
     api.add_at(
@@ -239,7 +242,9 @@ async def test_uneven_history_is_shared_out_where_the_events_are(
     pipeline = Pipeline(api, tmp_path)
     sink = MemorySink()
     with capture_logs() as logs:
-        await pipeline.drain(sink, backfill=SETTINGS, page_size=100)
+        await pipeline.drain(
+            sink, backfill=SETTINGS, page_size=10, requests_per_minute=100_000
+        )
 
     assert sorted(sink.gids) == sorted(all_gids(api))
     assert len(sink.gids) == len(set(sink.gids))
@@ -251,7 +256,7 @@ async def test_uneven_history_is_shared_out_where_the_events_are(
     }
     assert len(inside_the_day) >= 2
     # Each split costs at most a page or two of overlap, not a re-read.
-    assert len(api.requests) <= 3000 // 100 + 3 * (len(splits) + SETTINGS.concurrency)
+    assert len(api.requests) <= 3000 // 10 + 2 * (len(splits) + SETTINGS.concurrency)
 
 
 async def test_a_sparse_history_costs_a_few_requests_per_slice(
