@@ -110,13 +110,13 @@ class _Slice:
     crowded: bool = False
     # created_at span of that full page: how dense the history is here.
     page_span: timedelta | None = None
-    scope: anyio.CancelScope | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class _Arrival:
     """What a slice's reader hands to the runner: a page, or its offset
-    rejected by the API; ``last`` when its reader has ended."""
+    rejected by the API, or (neither) word that it stopped for a slice that
+    had ended; ``last`` when its reader has ended."""
 
     slice: _Slice
     page: Page | None = None
@@ -401,33 +401,30 @@ class SinkRunner:
         """Fetch the pages of one slice in order, handing each to the runner."""
         assert self._send is not None
         send = self._send
-        with anyio.CancelScope() as scope:
-            part.scope = scope
-            while True:
-                try:
-                    page = await self._reader.read(cursor)
-                except OffsetRejected as error:
-                    await send.send(_Arrival(part, rejected=error, last=True))
-                    return
-                if page.next_offset is not None:
-                    cursor = replace(cursor, offset=page.next_offset)
-                # An empty page ends a slice of the past; the live stream
-                # polls again, except in a single pass. A page reaching the
-                # slice's end (which a cut may have moved) is its last: what
-                # follows is the next slice's.
-                last = not page.events and (part.taken.bounded or self._settings.once)
-                last = last or _reaches(page.events, part.taken.ends_at)
-                await send.send(_Arrival(part, page, last=last))
-                if last:
-                    return
-                if not page.events:
-                    await anyio.sleep(self._poll_delay())
-
-    def _end(self, part: _Slice) -> None:
-        part.done = True
-        part.reading = False
-        if part.scope is not None:
-            part.scope.cancel()
+        # Never cancelled when its slice ends: it sees the end itself, at most
+        # one page late (a request cancelled in its TLS handshake would leak
+        # its socket); only stop() cancels readers.
+        while not part.done:
+            try:
+                page = await self._reader.read(cursor)
+            except OffsetRejected as error:
+                await send.send(_Arrival(part, rejected=error, last=True))
+                return
+            if page.next_offset is not None:
+                cursor = replace(cursor, offset=page.next_offset)
+            # An empty page ends a slice of the past; the live stream polls
+            # again, except in a single pass. A page reaching the slice's end
+            # (which a cut may have moved) is its last: what follows is the
+            # next slice's.
+            last = not page.events and (part.taken.bounded or self._settings.once)
+            last = last or _reaches(page.events, part.taken.ends_at)
+            await send.send(_Arrival(part, page, last=last))
+            if last:
+                return
+            if not page.events:
+                await anyio.sleep(self._poll_delay())
+        # Ended by the runner while this page was on its way.
+        await send.send(_Arrival(part, last=True))
 
     async def _handle(self, arrival: _Arrival) -> bool:
         """Take one arrival; False when stopped before its work was done."""
@@ -453,7 +450,7 @@ class SinkRunner:
             part.page_span = _span(page.events)
         ended = self._take(part, page, is_live)
         if ended or (not page.events and part.taken.bounded):
-            self._end(part)
+            part.done = True
             ended = True
         caught_up = is_live and not page.events
         flush_now = self._pending and (caught_up or self._batch_due())

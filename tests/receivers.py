@@ -197,9 +197,12 @@ class Receiver:
         if not self.output.exists():
             return []
         records = []
-        for line in self.output.read_text(encoding="utf-8").splitlines():
+        # The receiver may be in the middle of writing the last line: only
+        # lines it has ended count.
+        complete = self.output.read_bytes().split(b"\n")[:-1]
+        for line in complete:
             if line.strip():
-                records.append(_normalized(json.loads(line)))
+                records.append(_normalized(json.loads(line.decode("utf-8"))))
         return records
 
     def records(self) -> list[dict[str, Any]]:

@@ -198,6 +198,10 @@ class DoubleServer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # The forwarder opens up to max_concurrent_requests connections at once;
+    # socketserver's default backlog of 5 makes the kernel drop the rest of
+    # the SYNs, and each retries a second later.
+    request_queue_size = 128
 
     def __init__(self, double: DoubleServer) -> None:
         self.double = double

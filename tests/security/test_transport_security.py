@@ -124,6 +124,11 @@ def api_config(base_url: str, state: Path) -> Config:
                 "token": API_TOKEN,
                 "base_url": base_url,
                 "poll_interval": "50ms",
+                # One reader: a test that cancels the daemon once the first
+                # refusal is logged would otherwise cut other readers' TLS
+                # handshakes short, which leaves their sockets unclosed
+                # (a ResourceWarning in whichever test runs next).
+                "backfill_concurrency": 1,
             },
             "state": {"directory": str(state)},
             "server": {"listen": "127.0.0.1:0"},
