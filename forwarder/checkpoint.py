@@ -41,14 +41,18 @@ class Cursor:
     ``offset`` and ``end_at`` go to the API together (an offset is only valid
     with the query it came from). ``start_at`` is where reading resumes by time
     when the offset cannot be used: the slice's start, moved up to the newest
-    event delivered from it. ``stop_at`` is a soft end set when a slice being
-    read was cut in two: its events from then on belong to the next slice.
+    event delivered from it. ``delivered_at_start`` are the gids of the events
+    of that very millisecond already delivered from it (for a bounded slice),
+    which reading by time from ``start_at`` (inclusive) returns again and
+    must skip. ``stop_at`` is a soft end set when a slice being read was cut
+    in two: its events from then on belong to the next slice.
     """
 
     offset: str | None = None
     start_at: str | None = None
     end_at: str | None = None
     stop_at: str | None = None
+    delivered_at_start: tuple[str, ...] = ()
 
     @property
     def ends_at(self) -> str | None:
@@ -99,6 +103,7 @@ def checkpoint_to_json(checkpoint: Checkpoint) -> bytes:
                 "start_at": c.start_at,
                 "end_at": c.end_at,
                 "stop_at": c.stop_at,
+                "delivered_at_start": list(c.delivered_at_start),
             }
             for c in checkpoint.cursors
         ],
@@ -117,6 +122,12 @@ def _optional_str(document: dict[str, Any], key: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ValueError(f"{key} must be a string or null")
     return value
+
+
+def _gids(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(g, str) for g in value):
+        raise ValueError("delivered_at_start must be a list of strings")
+    return tuple(value)
 
 
 def checkpoint_from_json(data: bytes) -> Checkpoint:
@@ -142,6 +153,7 @@ def checkpoint_from_json(data: bytes) -> Checkpoint:
                 start_at=_optional_str(raw, "start_at"),
                 end_at=_optional_str(raw, "end_at"),
                 stop_at=_optional_str(raw, "stop_at"),
+                delivered_at_start=_gids(raw.get("delivered_at_start", [])),
             )
         )
     if cursors[-1].bounded or any(not c.bounded for c in cursors[:-1]):

@@ -310,7 +310,6 @@ class SinkRunner:
                     self._start_reader(part)
                 await self._consume(receive)
                 readers.cancel_scope.cancel()
-            self._readers = None
             await self._finish()
         finally:
             # Closing must happen even when the grace period ran out.
@@ -322,10 +321,14 @@ class SinkRunner:
     ) -> None:
         """The readers' task group, in a task of its own: stop() cancels it
         without cancelling a delivery the runner has under way."""
-        async with anyio.create_task_group() as readers:
-            self._readers = readers
-            task_status.started(readers)
-            await anyio.sleep_forever()
+        try:
+            async with anyio.create_task_group() as readers:
+                self._readers = readers
+                task_status.started(readers)
+                await anyio.sleep_forever()
+        finally:
+            # Cancelled by stop(): no reader may be started any more.
+            self._readers = None
 
     async def _consume(self, arrivals: MemoryObjectReceiveStream[_Arrival]) -> None:
         while not self._stopping:
@@ -392,7 +395,7 @@ class SinkRunner:
     # -- readers -------------------------------------------------------------
 
     def _start_reader(self, part: _Slice) -> None:
-        if self._readers is None or part.done or part.reading:
+        if self._stopping or self._readers is None or part.done or part.reading:
             return
         part.reading = True
         self._readers.start_soon(self._read_slice, part, part.taken)
@@ -580,7 +583,8 @@ class SinkRunner:
             # Events from the end on belong to the next slice (end_at is
             # exclusive; an offset read past a soft stop_at returns them).
             count = _before(events, ends_at)
-        cursor = part.taken
+        previous = part.taken
+        cursor = previous
         if page.next_offset is not None:
             cursor = replace(cursor, offset=page.next_offset)
         newest = _newest_time(events, count)
@@ -591,12 +595,20 @@ class SinkRunner:
             ):
                 # Where to resume by time if the offset is ever refused.
                 cursor = replace(cursor, start_at=format_timestamp(newest))
+        if cursor.bounded and cursor.start_at is not None and count:
+            cursor = _with_delivered_at_start(cursor, previous, events, count)
         part.taken = cursor
         if count:
-            self._take_events(page, count, is_live)
+            self._take_events(
+                page, count, is_live, frozenset(previous.delivered_at_start)
+            )
         return count < len(events)
 
-    def _take_events(self, page: Page, count: int, is_live: bool) -> None:
+    def _take_events(
+        self, page: Page, count: int, is_live: bool, already: frozenset[str]
+    ) -> None:
+        """Take the first ``count`` events of ``page``, but for the gids in
+        ``already`` (delivered from this slice before a resumption by time)."""
         rendered = page.rendered.setdefault(
             self._options.format_name, [None] * len(page.events)
         )
@@ -610,6 +622,9 @@ class SinkRunner:
             event = page.events[index]
             if not isinstance(event, dict):
                 set_aside.append((event, "not a JSON object"))
+                continue
+            if already and event.get("gid") in already:
+                skipped += 1
                 continue
             if self._skip and self._already_delivered(event, is_live):
                 skipped += 1
@@ -823,9 +838,35 @@ class SinkRunner:
 
 def _by_time(cursor: Cursor) -> Cursor:
     """A bounded slice's cursor without its offset: read again by time from
-    the newest event delivered from it (inclusive: events of that very
-    millisecond are delivered again)."""
-    return Cursor(start_at=cursor.start_at, end_at=cursor.ends_at)
+    the newest event delivered from it (inclusive: the events of that very
+    millisecond come again, and those it lists as delivered are skipped)."""
+    return Cursor(
+        start_at=cursor.start_at,
+        end_at=cursor.ends_at,
+        delivered_at_start=cursor.delivered_at_start,
+    )
+
+
+def _with_delivered_at_start(
+    cursor: Cursor, previous: Cursor, events: list[Any], count: int
+) -> Cursor:
+    """``cursor`` listing the gids, among the first ``count`` of ``events``,
+    that reading by time from its ``start_at`` would return again: those
+    created at or after it (the newest, in the same millisecond), added to
+    the list ``previous`` kept if the start has not moved."""
+    assert cursor.start_at is not None
+    start = parse_timestamp(cursor.start_at)
+    again: list[str] = []
+    for index in range(count - 1, -1, -1):
+        event = events[index]
+        moment = _created(event)
+        if moment is not None and moment < start:
+            break
+        gid = event.get("gid") if isinstance(event, dict) else None
+        if moment is not None and isinstance(gid, str):
+            again.append(gid)
+    kept = previous.delivered_at_start if cursor.start_at == previous.start_at else ()
+    return replace(cursor, delivered_at_start=tuple(dict.fromkeys((*kept, *again))))
 
 
 def _created(event: Any) -> datetime | None:

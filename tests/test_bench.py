@@ -80,7 +80,8 @@ def test_measured_run_counts_missing_and_duplicated_events() -> None:
 
 def test_targets_compare_the_runs() -> None:
     """Backfill at 80% of the ceiling and five times concurrency 1 meets its
-    targets; a target whose run failed is not measured."""
+    targets, uneven history at 70% misses its own; a target whose run failed
+    is not measured."""
     runs = {
         "backfill/default": RunResult(
             "backfill/default",
@@ -91,11 +92,18 @@ def test_targets_compare_the_runs() -> None:
         "backfill/conc-1": RunResult(
             "backfill/conc-1", expected=8000, delivered=8000, wall_seconds=20.0
         ),
+        "backfill/default-uneven": RunResult(
+            "backfill/default-uneven",
+            expected=8000,
+            delivered=8000,
+            wall_seconds=8000 / (0.7 * CEILING_EVENTS_PER_SECOND),
+        ),
         "drain/hec": RunResult("drain/hec", failure="exit code 1"),
     }
     assert ratios(runs)["backfill_default_vs_concurrency_1"] == pytest.approx(5.0)
     verdicts = {target.name: target.met for target in targets(runs)}
     assert verdicts["backfill, share of rate ceiling"] is True
+    assert verdicts["same, uneven history"] is False
     assert verdicts["backfill vs concurrency 1"] is True
     assert verdicts["CPU per event into HEC"] is None
 

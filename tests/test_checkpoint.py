@@ -14,7 +14,16 @@ from forwarder.errors import StateError
 def sample(sink: str = "splunk") -> Checkpoint:
     return Checkpoint(
         sink=sink,
-        cursors=(Cursor(offset="abc", start_at="2026-11-01T00:00:00.000Z"),),
+        cursors=(
+            Cursor(
+                offset="slice",
+                start_at="2026-10-01T00:00:00.000Z",
+                end_at="2026-10-15T00:00:00.000Z",
+                stop_at="2026-10-08T00:00:00.000Z",
+                delivered_at_start=("555", "556"),
+            ),
+            Cursor(offset="abc", start_at="2026-11-01T00:00:00.000Z"),
+        ),
         filters="f1",
         newest_created_at="2026-11-02T00:00:00.000Z",
         recent=(("2026-11-02T00:00:00.000Z", "123"),),
@@ -55,6 +64,10 @@ def test_files_are_owner_only_and_no_temporary_is_left(tmp_path: Path) -> None:
         b"[]",
         b'{"version": 99}',
         b'{"version": 1, "sink": "splunk"}',
+        # Only the last cursor, the live stream, may be open-ended.
+        b'{"version": 1, "sink": "splunk", "cursors": [{}, {}], "recent": []}',
+        b'{"version": 1, "sink": "splunk", "recent": [], "cursors": '
+        b'[{"end_at": "2026-10-15T00:00:00.000Z", "delivered_at_start": [5]}, {}]}',
         b"\x00\xff garbage",
     ],
 )
