@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.backfill import CEILING_EVENTS_PER_SECOND
+from bench.backfill import ceiling_events
 from bench.drain import drain
 from bench.lag import nearest_rank
 from bench.process import MeasuredProcess, Usage
@@ -79,24 +79,25 @@ def test_measured_run_counts_missing_and_duplicated_events() -> None:
 
 
 def test_targets_compare_the_runs() -> None:
-    """Backfill at 80% of the ceiling and five times concurrency 1 meets its
-    targets, uneven history at 70% misses its own; a target whose run failed
-    is not measured."""
+    """Backfill at 85% of what the budget allows in its time and five times
+    concurrency 1 meets its targets, uneven history at 70% misses its own;
+    a target whose run failed is not measured."""
+    allowed = round(ceiling_events(60.0))
     runs = {
         "backfill/default": RunResult(
             "backfill/default",
-            expected=8000,
-            delivered=8000,
-            wall_seconds=8000 / (0.8 * CEILING_EVENTS_PER_SECOND),
+            expected=allowed,
+            delivered=round(0.85 * allowed),
+            wall_seconds=60.0,
         ),
         "backfill/conc-1": RunResult(
-            "backfill/conc-1", expected=8000, delivered=8000, wall_seconds=20.0
+            "backfill/conc-1", expected=allowed, delivered=allowed, wall_seconds=300.0
         ),
         "backfill/default-uneven": RunResult(
             "backfill/default-uneven",
-            expected=8000,
-            delivered=8000,
-            wall_seconds=8000 / (0.7 * CEILING_EVENTS_PER_SECOND),
+            expected=allowed,
+            delivered=round(0.7 * allowed),
+            wall_seconds=60.0,
         ),
         "drain/hec": RunResult("drain/hec", failure="exit code 1"),
     }
@@ -106,6 +107,13 @@ def test_targets_compare_the_runs() -> None:
     assert verdicts["same, uneven history"] is False
     assert verdicts["backfill vs concurrency 1"] is True
     assert verdicts["CPU per event into HEC"] is None
+
+
+def test_the_ceiling_is_the_budget_burst_then_its_rate() -> None:
+    """1,500 requests a minute of 100 events: 2,500 events a second, after
+    the budget's burst of five seconds' worth."""
+    assert ceiling_events(0.0) == pytest.approx(125 * 100)
+    assert ceiling_events(60.0) == pytest.approx((125 + 1500) * 100)
 
 
 def test_lagnearest_ranks_are_nearest_rank() -> None:
