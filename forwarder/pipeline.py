@@ -22,6 +22,7 @@ sees slices interleave, each in order.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import random
@@ -551,7 +552,14 @@ class SinkRunner:
         marks = [format_timestamp(moment) for moment in cuts]
         if cursor.offset is not None:
             # Its offset stays valid only with its own query: stop it softly.
-            old.taken = replace(cursor, start_at=marks[0], stop_at=marks[1])
+            # Should the offset be refused, the slice resumes by time from
+            # the newest event delivered, skipping those of that millisecond.
+            old.taken = replace(
+                cursor,
+                start_at=marks[0],
+                stop_at=marks[1],
+                delivered_at_start=self._delivered_since(cuts[0]),
+            )
         else:
             old.taken = replace(cursor, end_at=marks[1])
         slices = [
@@ -570,6 +578,15 @@ class SinkRunner:
             slices=len(marks) - 1,
             concurrency=self._backfill.concurrency,
         )
+
+    def _delivered_since(self, moment: datetime) -> tuple[str, ...]:
+        """Gids of the remembered deliveries created at ``moment`` or later."""
+        since = []
+        for created_at, gid in self._checkpoint.recent:
+            with contextlib.suppress(ValueError):
+                if parse_timestamp(created_at) >= moment:
+                    since.append(gid)
+        return tuple(since)
 
     # -- one page ------------------------------------------------------------
 

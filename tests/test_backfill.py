@@ -365,3 +365,30 @@ async def test_a_stop_while_delivering_before_a_recovery_ends_cleanly(
     saved = pipeline.store.load("memory")
     assert saved is not None
     assert saved.delivered_total == len(sink.gids)
+
+
+async def test_a_stale_offset_cut_into_a_slice_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    """A sink back after ten days: its live cursor is cut into slices, the
+    old offset (kept for the first slice) has expired, and that slice
+    resumes by time from the newest event delivered, skipping the events of
+    that millisecond it had delivered: nothing is lost or repeated."""
+    api = SlowAuditLog()
+    api.add_at(spread(300, NOW - timedelta(days=20), NOW - timedelta(days=10)))
+    pipeline = Pipeline(api, tmp_path)
+    sink = MemorySink()
+    await pipeline.drain(sink, backfill=BackfillSettings(concurrency=1), page_size=100)
+    before = pipeline.store.load("memory")
+    assert before is not None
+    assert before.cursor.offset is not None
+
+    api.add_at(
+        spread(700, NOW - timedelta(days=10) + MIN_SPLIT, NOW - timedelta(hours=2))
+    )
+    api.expire_offsets()
+    await pipeline.drain(sink, backfill=SETTINGS, page_size=100)
+
+    assert pipeline.sample("asana_forwarder_offset_recoveries_total") >= 1
+    assert sorted(sink.gids) == sorted(all_gids(api))
+    assert len(sink.gids) == len(set(sink.gids))
