@@ -528,8 +528,9 @@ class SinkRunner:
                 position = self._position(part)
                 if end is None or position is None or not part.crowded:
                     continue
-                left = parse_timestamp(end) - position
-                cut = cut_point(position, parse_timestamp(end), part.page_span)
+                ends = parse_timestamp(end)
+                left = ends - position
+                cut = cut_point(position, ends, part.page_span)
                 if cut is not None and (widest is None or left > widest[0]):
                     widest = (left, part, cut, end)
             if widest is None:
@@ -624,8 +625,9 @@ class SinkRunner:
     def _take_events(
         self, page: Page, count: int, is_live: bool, already: frozenset[str]
     ) -> None:
-        """Take the first ``count`` events of ``page``, but for the gids in
-        ``already`` (delivered from this slice before a resumption by time)."""
+        """Take the first ``count`` events of ``page``, except those whose gid
+        is in ``already`` (delivered from this slice before it resumed by
+        time)."""
         rendered = page.rendered.setdefault(
             self._options.format_name, [None] * len(page.events)
         )

@@ -278,8 +278,7 @@ class PageReader:
 
     @property
     def page_size(self) -> int:
-        """Events a page holds at most: a page that holds fewer is the last
-        of a range in the past."""
+        """Events a page holds at most: a full page says more may follow."""
         return self._client.page_size
 
     async def read(self, cursor: Cursor) -> Page:
