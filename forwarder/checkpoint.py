@@ -103,13 +103,14 @@ def checkpoint_to_json(checkpoint: Checkpoint) -> bytes:
                 "start_at": c.start_at,
                 "end_at": c.end_at,
                 "stop_at": c.stop_at,
-                "delivered_at_start": list(c.delivered_at_start),
+                "delivered_at_start": c.delivered_at_start,
             }
             for c in checkpoint.cursors
         ],
         "filters": checkpoint.filters,
         "newest_created_at": checkpoint.newest_created_at,
-        "recent": [list(pair) for pair in checkpoint.recent],
+        # Tuples are written as JSON arrays; no copy into lists needed.
+        "recent": checkpoint.recent,
         "skip_until": checkpoint.skip_until,
         "delivered_total": checkpoint.delivered_total,
         "updated_at": checkpoint.updated_at,

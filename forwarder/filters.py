@@ -15,6 +15,8 @@ class EventTypeFilter:
         self._include = _compile(include)
         self._exclude = _compile(exclude) if exclude else None
         self._answers: dict[str, bool] = {}
+        # The default: the pipeline need not ask about each event.
+        self.accepts_everything = "*" in include and not exclude
 
     def accepts(self, event_type: object) -> bool:
         if not isinstance(event_type, str):

@@ -633,12 +633,15 @@ class SinkRunner:
         )
         context = EventContext(self._settings.workspace_gid, page.received_at)
         pending = self._pending
-        accepts = self._options.event_filter.accepts
+        event_filter = self._options.event_filter
+        accepts = None if event_filter.accepts_everything else event_filter.accepts
+        renderer = self._options.renderer
+        events = page.events
         set_aside: list[tuple[Any, str]] = []
         filtered = 0
         skipped = 0
         for index in range(count):
-            event = page.events[index]
+            event = events[index]
             if not isinstance(event, dict):
                 set_aside.append((event, "not a JSON object"))
                 continue
@@ -648,13 +651,13 @@ class SinkRunner:
             if self._skip and self._already_delivered(event, is_live):
                 skipped += 1
                 continue
-            if not accepts(event.get("event_type")):
+            if accepts is not None and not accepts(event.get("event_type")):
                 filtered += 1
                 continue
             payload = rendered[index]
             if payload is None:
                 try:
-                    payload = self._options.renderer(event, context)
+                    payload = renderer(event, context)
                 except (TypeError, ValueError) as error:
                     set_aside.append((event, f"cannot render: {error}"))
                     continue
@@ -769,25 +772,32 @@ class SinkRunner:
         delivered (the rest set aside): the cursor past its last page, the
         newest event time, and the recovery window's gids."""
         previous = self._checkpoint
-        pairs = [
-            (event["created_at"], event["gid"])
-            for event in batch.events
-            if isinstance(event.get("gid"), str)
-            and self._usable_time(event.get("created_at"))
-        ]
         newest = previous.newest_created_at
         recent = previous.recent
-        if pairs:
-            batch_newest = max(created_at for created_at, _ in pairs)
+        # Times compare as the API writes them (a fixed-width UTC form); only
+        # the times kept are parsed to make sure they are usable, not every
+        # event's: the newest, and those within the recovery window.
+        pairs = [
+            (created_at, gid)
+            for event in batch.events
+            if isinstance(gid := event.get("gid"), str)
+            and isinstance(created_at := event.get("created_at"), str)
+        ]
+        batch_newest = self._newest_usable(pairs)
+        if batch_newest is not None:
             if newest is None or batch_newest > newest:
                 newest = batch_newest
-            assert newest is not None
             cutoff = format_timestamp(
                 parse_timestamp(newest)
                 - timedelta(seconds=self._settings.recovery_margin)
             )
+            kept = [
+                pair
+                for pair in pairs
+                if pair[0] >= cutoff and self._usable_time(pair[0])
+            ]
             recent = tuple(
-                pair for pair in (*previous.recent, *pairs) if pair[0] >= cutoff
+                pair for pair in (*previous.recent, *kept) if pair[0] >= cutoff
             )[-self._settings.recent_limit :]
             self._newest_epoch = epoch_seconds(newest)
         return replace(
@@ -796,6 +806,19 @@ class SinkRunner:
             recent=recent,
             delivered_total=previous.delivered_total + delivered,
         )
+
+    def _newest_usable(self, pairs: list[tuple[str, str]]) -> str | None:
+        """The newest usable time among ``pairs``: nearly always the newest
+        string, unless a malformed time sorts after it."""
+        if not pairs:
+            return None
+        newest = max(created_at for created_at, _ in pairs)
+        if self._usable_time(newest):
+            return newest
+        for created_at in sorted({c for c, _ in pairs}, reverse=True):
+            if self._usable_time(created_at):
+                return created_at
+        return None
 
     def _at_cursor(self, checkpoint: Checkpoint) -> Checkpoint:
         """``checkpoint`` moved to the slices' cursors (called with nothing

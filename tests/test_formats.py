@@ -99,7 +99,16 @@ def test_raw_is_equivalent_for_any_event(event: dict[str, Any]) -> None:
     rendered = raw.render(event, CONTEXT)
 
     assert b"\n" not in rendered
-    assert orjson.loads(rendered)["event"] == event
+    document = orjson.loads(rendered)
+    assert document["event"] == event
+    assert document["workspace_gid"] == CONTEXT.workspace_gid
+    assert document["received_at"] == CONTEXT.received_at
+    assert list(document) == [
+        "workspace_gid",
+        "forwarder_version",
+        "received_at",
+        "event",
+    ]
 
 
 @given(st.dictionaries(st.text(), json_values, max_size=8))

@@ -114,6 +114,15 @@ def test_event_type_filter_globs() -> None:
     assert not only_logins.accepts("task_deleted")
     assert only_logins.accepts(None)
     assert not EventTypeFilter([], []).accepts("task_deleted")
+    assert not only_logins.accepts_everything
+
+
+def test_event_type_filter_knows_when_it_accepts_everything() -> None:
+    """Only "*" with nothing excluded lets the pipeline skip the question."""
+    assert EventTypeFilter(["*"], []).accepts_everything
+    assert EventTypeFilter(["user_*", "*"], []).accepts_everything
+    assert not EventTypeFilter(["*"], ["task_*"]).accepts_everything
+    assert not EventTypeFilter(["*_*"], []).accepts_everything
 
 
 def test_redaction_blanks_known_secrets() -> None:

@@ -268,8 +268,11 @@ class SplunkHecSink:
     def envelope(self, event: dict[str, Any], payload: bytes) -> bytes:
         """One HEC envelope; ``payload`` is JSON already and goes in unchanged."""
         moment = hec_time(event.get("created_at"))
-        head = b'{"time":' + moment + b"," if moment is not None else b"{"
-        return head + self._meta + b',"event":' + payload + b"}"
+        if moment is None:
+            return b"".join((b"{", self._meta, b',"event":', payload, b"}"))
+        return b"".join(
+            (b'{"time":', moment, b",", self._meta, b',"event":', payload, b"}")
+        )
 
     async def deliver(self, batch: Batch) -> DeliveryReport:
         remaining = self._progress.begin(batch)
