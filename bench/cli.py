@@ -25,8 +25,8 @@ from bench.memory import one_sink_down
 from bench.receivers import BenchError
 from bench.report import comparison_lines, ratios, table, targets
 from bench.results import RunResult, failed
-from bench.sdk import sdk_run
-from bench.startup import daemon_startup, sdk_startup
+from bench.sdk import FLOOR_SCRIPT, sdk_run
+from bench.startup import daemon_startup, script_startup
 from forwarder.simulator import SimulatorSettings
 
 GROUPS = ("drain", "sdk", "backfill", "memory", "lag")
@@ -163,6 +163,7 @@ class Bench:
         self.runs: list[RunResult] = []
         self.daemon_startup_cpu = 0.0
         self.sdk_startup_cpu = 0.0
+        self.floor_startup_cpu = 0.0
 
     def run(self, groups: tuple[str, ...]) -> None:
         """CPU-bound runs one at a time, then the runs that mostly wait."""
@@ -179,6 +180,7 @@ class Bench:
                         timeout=RUN_TIMEOUT,
                     ),
                 )
+            self._record("drain/floor-hec", self._floor_drain)
         if "sdk" in groups:
             self._record("drain/sdk-hec", self._sdk_drain)
         if "memory" in groups:
@@ -192,8 +194,16 @@ class Bench:
             f"daemon start-up and shutdown: {usage.cpu_seconds:.2f} s CPU, "
             f"{usage.peak_rss_mib:.1f} MiB"
         )
+        if "drain" in groups:
+            usage = script_startup(
+                self.directory / "startup-floor", STARTUP_TIMEOUT, FLOOR_SCRIPT
+            )
+            self.floor_startup_cpu = usage.cpu_seconds
+            self._progress(
+                f"floor script start-up and shutdown: {usage.cpu_seconds:.2f} s CPU"
+            )
         if "sdk" in groups:
-            usage = sdk_startup(self.directory / "startup-sdk", STARTUP_TIMEOUT)
+            usage = script_startup(self.directory / "startup-sdk", STARTUP_TIMEOUT)
             self.sdk_startup_cpu = usage.cpu_seconds
             self._progress(
                 f"SDK script start-up and shutdown: {usage.cpu_seconds:.2f} s CPU"
@@ -268,6 +278,19 @@ class Bench:
             "drain/sdk-hec", settings, path, self.sdk_startup_cpu, RUN_TIMEOUT
         )
 
+    def _floor_drain(self, path: Path) -> RunResult:
+        settings = SimulatorSettings(
+            backlog=self.sizes.drain_events, backlog_span=86400.0
+        )
+        return sdk_run(
+            "drain/floor-hec",
+            settings,
+            path,
+            self.floor_startup_cpu,
+            RUN_TIMEOUT,
+            FLOOR_SCRIPT,
+        )
+
     def _sdk_backfill(self, path: Path) -> RunResult:
         return sdk_backfill(
             self.sizes.backfill_events, path, self.sdk_startup_cpu, RUN_TIMEOUT
@@ -328,6 +351,7 @@ def _document(
         "startup_cpu_seconds": {
             "daemon": round(bench.daemon_startup_cpu, 3),
             "sdk_script": round(bench.sdk_startup_cpu, 3),
+            "floor_script": round(bench.floor_startup_cpu, 3),
         },
         "runs": [run.to_json() for run in bench.runs],
         "ratios": {
@@ -346,7 +370,8 @@ def _print_report(bench: Bench, document: dict[str, Any]) -> None:
     print(
         f"\nCPU per event excludes start-up and shutdown, measured on an empty "
         f"log: daemon {startup['daemon']:.2f} s, SDK script "
-        f"{startup['sdk_script']:.2f} s. events/s counts the whole process; the "
+        f"{startup['sdk_script']:.2f} s, floor script "
+        f"{startup['floor_script']:.2f} s. events/s counts the whole process; the "
         f"simulator and the HEC double share the bench process's cores. Drain "
         f"and memory runs ran alone; backfill and lag runs, which wait on the "
         f"API's latency or the clock, ran side by side, each with its own "

@@ -73,7 +73,7 @@ class TimedHecDouble(HecDouble):
 
 
 def sdk_hec_gids(hec: HecDouble) -> list[str]:
-    """Gids the SDK baseline indexed: its envelopes carry the API's event."""
+    """Gids a comparison script indexed: its envelopes carry the API's event."""
     return [event["gid"] for event in hec.indexed()]
 
 

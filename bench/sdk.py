@@ -1,5 +1,7 @@
-"""The official SDK's baseline (``bench/sdk_baseline.py``) run as its own
-measured process against the simulator, posting to the HEC double."""
+"""The scripts the daemon is compared with, each run as its own measured
+process against the simulator, posting to the HEC double: the official SDK's
+baseline (``bench/sdk_baseline.py``) and the floor of the daemon's own stack
+(``bench/floor_script.py``)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,11 @@ from bench.results import RunResult, backlog_gids
 from forwarder.simulator import AuditLogSimulator, SimulatorSettings
 
 SCRIPT = PROJECT / "bench" / "sdk_baseline.py"
+FLOOR_SCRIPT = PROJECT / "bench" / "floor_script.py"
+NOTES = {
+    SCRIPT: "official asana SDK, one page after another",
+    FLOOR_SCRIPT: "httpx, orjson and gzip alone: no checkpoint, no retry",
+}
 
 
 def sdk_run(
@@ -23,13 +30,14 @@ def sdk_run(
     directory: Path,
     startup_cpu: float,
     timeout: float,
+    script: Path = SCRIPT,
 ) -> RunResult:
-    """Run the SDK script over the simulator's backlog into the HEC double."""
+    """Run ``script`` over the simulator's backlog into the HEC double."""
     directory.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         simulator = stack.enter_context(AuditLogSimulator(settings))
         hec = stack.enter_context(TimedHecDouble())
-        usage = run_script(simulator, hec.url, directory, timeout)
+        usage = run_script(simulator, hec.url, directory, timeout, script)
         result = RunResult.measured(
             scenario,
             usage,
@@ -37,7 +45,7 @@ def sdk_run(
             received=sdk_hec_gids(hec),
             startup_cpu_seconds=startup_cpu,
         )
-        result.notes.append("official asana SDK, one page after another")
+        result.notes.append(NOTES[script])
         result.extra.update(
             api_requests=simulator.requests,
             script_output=_last_line(directory / "sdk.log"),
@@ -46,11 +54,15 @@ def sdk_run(
 
 
 def run_script(
-    simulator: AuditLogSimulator, hec_url: str, directory: Path, timeout: float
+    simulator: AuditLogSimulator,
+    hec_url: str,
+    directory: Path,
+    timeout: float,
+    script: Path = SCRIPT,
 ) -> Usage:
     argv = [
         sys.executable,
-        str(SCRIPT),
+        str(script),
         "--base-url",
         simulator.base_url,
         "--workspace",

@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.daemon import daemon_document, file_sink, run_once, source_section
 from bench.process import Usage
 from bench.receivers import TimedHecDouble
-from bench.sdk import run_script
+from bench.sdk import SCRIPT, run_script
 from forwarder.simulator import AuditLogSimulator, SimulatorSettings
 
 
@@ -23,10 +23,10 @@ def daemon_startup(directory: Path, timeout: float) -> Usage:
         return run_once(directory, document, timeout)
 
 
-def sdk_startup(directory: Path, timeout: float) -> Usage:
-    """The SDK script over an empty log."""
+def script_startup(directory: Path, timeout: float, script: Path = SCRIPT) -> Usage:
+    """A comparison script (the SDK's by default) over an empty log."""
     directory.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         simulator = stack.enter_context(AuditLogSimulator(SimulatorSettings()))
         hec = stack.enter_context(TimedHecDouble())
-        return run_script(simulator, hec.url, directory, timeout)
+        return run_script(simulator, hec.url, directory, timeout, script)

@@ -15,7 +15,7 @@ from bench.lag import nearest_rank
 from bench.process import MeasuredProcess, Usage
 from bench.report import ratios, targets
 from bench.results import RunResult, backlog_gids
-from bench.sdk import sdk_run
+from bench.sdk import FLOOR_SCRIPT, sdk_run
 from forwarder.simulator import SimulatorSettings
 
 TIMEOUT = 60.0
@@ -31,6 +31,32 @@ def test_sdk_baseline_pages_the_whole_backlog_into_hec(tmp_path: Path) -> None:
     assert result.extra["script_output"]["pages"] == 3
     # Three pages of events and the empty one that ends the run.
     assert result.extra["api_requests"] == 4
+
+
+def test_floor_script_pages_the_whole_backlog_into_hec(tmp_path: Path) -> None:
+    """The floor script posts every event of 1,500 once: full posts of 1,000
+    and the rest when the log runs out."""
+    settings = SimulatorSettings(backlog=1500, backlog_span=3600.0)
+    result = sdk_run("drain/floor-hec", settings, tmp_path, 0.0, TIMEOUT, FLOOR_SCRIPT)
+    assert result.failure is None, (tmp_path / "sdk.log").read_text()
+    assert (result.delivered, result.missing, result.duplicates) == (1500, 0, 0)
+    assert result.extra["script_output"]["pages"] == 15
+    assert result.extra["api_requests"] == 16
+
+
+def test_cpu_target_shows_the_floor_beside_the_daemon() -> None:
+    """The daemon's CPU per event is judged against the target and shown with
+    what the floor script spent, and their ratio."""
+    runs = {
+        name: RunResult(
+            name, expected=1000, delivered=1000, wall_seconds=1.0, cpu_seconds=cpu
+        )
+        for name, cpu in (("drain/hec", 0.030), ("drain/floor-hec", 0.020))
+    }
+    cpu_target = next(t for t in targets(runs) if t.name == "CPU per event into HEC")
+    assert cpu_target.met is False
+    assert cpu_target.detail == "30.0 µs (floor of the stack 20.0)"
+    assert ratios(runs)["daemon_hec_cpu_per_event_vs_floor"] == pytest.approx(1.5)
 
 
 @pytest.mark.parametrize("sink", ["file", "hec"])
