@@ -152,6 +152,7 @@ class SinkRunner:
         self.name = sink.name
         self._options = options
         self._settings = settings
+        self._margin = timedelta(seconds=settings.recovery_margin)
         self._backfill = settings.backfill
         self._reader = reader
         self._store = store
@@ -760,9 +761,7 @@ class SinkRunner:
         if not isinstance(created_at, str):
             return False
         try:
-            parse_timestamp(created_at) - timedelta(
-                seconds=self._settings.recovery_margin
-            )
+            parse_timestamp(created_at) - self._margin
         except (ValueError, OverflowError):
             return False
         return True
@@ -787,10 +786,7 @@ class SinkRunner:
         if batch_newest is not None:
             if newest is None or batch_newest > newest:
                 newest = batch_newest
-            cutoff = format_timestamp(
-                parse_timestamp(newest)
-                - timedelta(seconds=self._settings.recovery_margin)
-            )
+            cutoff = format_timestamp(parse_timestamp(newest) - self._margin)
             kept = [
                 pair
                 for pair in pairs

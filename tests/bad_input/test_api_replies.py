@@ -506,6 +506,9 @@ async def test_an_unparseable_created_at_does_not_stop_the_stream(
     checkpoint = harness.store.load("sink")
     assert checkpoint is not None
     assert checkpoint.delivered_total == 4
+    # The newest usable time, though the unusable one may sort after it.
+    assert checkpoint.newest_created_at == api.events[3]["created_at"]
+    assert created_at not in {time for time, _ in checkpoint.recent}
 
 
 async def test_an_unhashable_gid_while_skipping_after_recovery(
