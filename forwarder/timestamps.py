@@ -17,8 +17,9 @@ def parse_timestamp(text: str) -> datetime:
 
 def format_timestamp(moment: datetime) -> str:
     """Format like the API does: UTC, milliseconds, 'Z'."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat always writes four digits of year (strftime's %Y drops the
+    # zeros of years before 1000, which no parser then reads back).
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def epoch_seconds(text: str) -> float | None:

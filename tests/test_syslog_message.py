@@ -21,7 +21,9 @@ from forwarder.formats.syslog_message import (
     SD_VALUE_MAX_BYTES,
     MessageFormat,
     frame,
+    header_token,
     parse_facility,
+    sd_value,
 )
 from tests.fake_api import make_event
 
@@ -251,6 +253,21 @@ def test_a_lone_surrogate_in_an_sd_value_becomes_a_question_mark() -> None:
     """Text UTF-8 cannot encode is replaced, not a build failure."""
     data = rfc5424().build({"gid": "a\ud800b"}, b"").data
     assert sd_map(parse_rfc5424(data))["gid"] == "a?b"
+
+
+def test_exactly_the_control_characters_are_replaced() -> None:
+    """Every character of Unicode's category Cc, and no other, becomes U+FFFD
+    in an SD value; outside SD values, header fields keep printable ASCII
+    only. (Cc lies within the first 160 code points; the rest of the range
+    checked shows nothing else is caught.)"""
+    for point in range(0x3000):
+        character = chr(point)
+        if unicodedata.category(character) == "Cs":
+            continue
+        control = unicodedata.category(character) == "Cc"
+        assert (sd_value(f"a{character}b") == "a\ufffdb") is control, hex(point)
+        printable = "!" <= character <= "~"
+        assert (header_token(character, 8) == character) is printable, hex(point)
 
 
 def test_a_limit_below_the_rfc_minimum_is_refused() -> None:

@@ -12,6 +12,7 @@ from forwarder.filters import EventTypeFilter
 from forwarder.ratelimit import RequestBudget
 from forwarder.retry import Backoff, parse_retry_after
 from forwarder.secrets import Secret, redact
+from forwarder.timestamps import format_timestamp, parse_timestamp
 
 
 @pytest.mark.parametrize(
@@ -130,3 +131,12 @@ def test_redaction_blanks_known_secrets() -> None:
     Secret("a-very-private-value")
     assert redact("header a-very-private-value!") == "header ***!"
     assert str(Secret("another-private")) == "***"
+
+
+@pytest.mark.parametrize("year", [1, 5, 999, 1000, 2026, 9999])
+def test_timestamps_have_four_digits_of_year_and_read_back(year: int) -> None:
+    """The API's form, whatever the year: a time written is a time read."""
+    moment = datetime(year, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)
+    text = format_timestamp(moment)
+    assert text == f"{year:04d}-01-02T03:04:05.678Z"
+    assert parse_timestamp(text) == moment.replace(microsecond=678_000)

@@ -25,9 +25,10 @@ appends a marker. N is the payload's size in bytes before the cut.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 from forwarder.formats.severity import rate_event
@@ -207,13 +208,23 @@ def frame(message: bytes, framing: Framing) -> bytes:
     return message.replace(b"\n", b" ") + b"\n"
 
 
+# Unicode's category Cc is exactly these 65 code points (C0, DEL and C1), a
+# set its stability policy keeps fixed; one regular expression finds them.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NOT_HEADER_CHARACTER = re.compile(r"[^!-~]")
+
+
+# Cached: the host name and app name are the same in every message, and an
+# organization's event types (the MSGID) are a hundred-odd.
+@lru_cache(maxsize=1024)
 def header_token(text: str, limit: int) -> str:
     """A header field: printable ASCII only (others become '_'), at most
     ``limit`` characters, '-' when empty."""
-    token = "".join(c if "!" <= c <= "~" else "_" for c in text[:limit])
+    token = _NOT_HEADER_CHARACTER.sub("_", text[:limit])
     return token or NILVALUE
 
 
+@lru_cache(maxsize=64)  # one app name per sink
 def tag(app_name: str) -> str:
     """An RFC 3164 TAG: letters, digits and '-_./' (receivers end the
     program name at '[', ':' or a space), at most 32 characters."""
@@ -244,9 +255,11 @@ def sd_value(text: str) -> str:
     """A PARAM-VALUE: control characters replaced by U+FFFD (a raw newline
     would end an LF-framed message), capped at SD_VALUE_MAX_BYTES, then
     '"', '\\' and ']' escaped as RFC 5424 requires."""
-    clean = "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in text)
-    encoded = clean.encode("utf-8", "replace")
-    clean = safe_prefix(encoded, SD_VALUE_MAX_BYTES, backslashes=False).decode()
+    clean = text
+    # Short printable ASCII, nearly every value, needs nothing but escaping.
+    if not (len(text) <= SD_VALUE_MAX_BYTES and text.isascii() and text.isprintable()):
+        encoded = _CONTROL.sub("\ufffd", text).encode("utf-8", "replace")
+        clean = safe_prefix(encoded, SD_VALUE_MAX_BYTES, backslashes=False).decode()
     return clean.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
 
 
