@@ -223,7 +223,11 @@ def test_unwritable_state_directory_pauses_then_recovers(
                 for name in ("file", "splunk", "sumo", "http", "syslog")
             ]
             for blocker in blockers:
-                blocker.mkdir()
+                wait_for(
+                    lambda blocker=blocker: _block(blocker),
+                    10,
+                    f"{blocker.name} free of a save in progress",
+                )
             wait_for(
                 lambda: daemon.output.count("checkpoint_save_failed") >= 10,
                 60,
@@ -279,3 +283,13 @@ def test_sigterm_under_load_leaves_no_duplicate_anywhere(
             print_report=show,
             scenario="3 SIGTERMs under load",
         )
+
+
+def _block(temporary: Path) -> bool:
+    """Put a directory where a checkpoint's temporary file goes; False while
+    a save in progress holds the file (its rename frees the name)."""
+    try:
+        temporary.mkdir()
+    except FileExistsError:
+        return temporary.is_dir()
+    return True
