@@ -9,7 +9,11 @@ import re
 
 class EventTypeFilter:
     """Accepts an event type matched by an include pattern and by no exclude
-    pattern. Answers are cached: an organization has a hundred-odd types."""
+    pattern. Answers are cached: an organization has a hundred-odd types.
+    The cache stops growing at CACHE_LIMIT entries, so that a stream of
+    made-up types (a broken or hostile reply) cannot fill the memory."""
+
+    CACHE_LIMIT = 4096
 
     def __init__(self, include: list[str], exclude: list[str]) -> None:
         self._include = _compile(include)
@@ -28,7 +32,8 @@ class EventTypeFilter:
             answer = self._include.match(event_type) is not None and (
                 self._exclude is None or self._exclude.match(event_type) is None
             )
-            self._answers[event_type] = answer
+            if len(self._answers) < self.CACHE_LIMIT:
+                self._answers[event_type] = answer
         return answer
 
 

@@ -118,6 +118,15 @@ def test_event_type_filter_globs() -> None:
     assert not only_logins.accepts_everything
 
 
+def test_event_type_filter_cache_is_bounded() -> None:
+    """Made-up types past the cache's limit are still answered, not kept."""
+    only_logins = EventTypeFilter(["user_login_*"], [])
+    for number in range(EventTypeFilter.CACHE_LIMIT + 100):
+        assert not only_logins.accepts(f"made_up_{number}")
+    assert only_logins.accepts("user_login_succeeded")
+    assert len(only_logins._answers) == EventTypeFilter.CACHE_LIMIT
+
+
 def test_event_type_filter_knows_when_it_accepts_everything() -> None:
     """Only "*" with nothing excluded lets the pipeline skip the question."""
     assert EventTypeFilter(["*"], []).accepts_everything

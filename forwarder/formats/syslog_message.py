@@ -214,14 +214,18 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _NOT_HEADER_CHARACTER = re.compile(r"[^!-~]")
 
 
-# Cached: the host name and app name are the same in every message, and an
-# organization's event types (the MSGID) are a hundred-odd.
-@lru_cache(maxsize=1024)
 def header_token(text: str, limit: int) -> str:
     """A header field: printable ASCII only (others become '_'), at most
     ``limit`` characters, '-' when empty."""
-    token = _NOT_HEADER_CHARACTER.sub("_", text[:limit])
-    return token or NILVALUE
+    # Cut before the cache: a hostile megabyte event type must not be kept.
+    return _header_token(text[:limit])
+
+
+# Cached: the host name and app name are the same in every message, and an
+# organization's event types (the MSGID) are a hundred-odd.
+@lru_cache(maxsize=1024)
+def _header_token(text: str) -> str:
+    return _NOT_HEADER_CHARACTER.sub("_", text) or NILVALUE
 
 
 @lru_cache(maxsize=64)  # one app name per sink
