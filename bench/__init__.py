@@ -4,7 +4,8 @@ Every scenario starts its own simulated audit-log API in the bench process
 and the real daemon as a subprocess (``python3 -m forwarder.cli run``),
 whose own CPU time and peak memory the kernel reports when it exits:
 
-- drain: a backlog into a file, the Splunk HEC double and a real rsyslogd;
+- drain: a backlog into a file, the Splunk HEC double and a real rsyslogd,
+  and by the floor script (the daemon's libraries, nothing else) into HEC;
 - sdk: the same drain by a script on Asana's official Python SDK;
 - backfill: 90 days of history behind Asana's latency and limits, at
   ``backfill_concurrency = 1``, at the default, over uneven history, and by

@@ -25,7 +25,7 @@ from bench.memory import one_sink_down
 from bench.receivers import BenchError
 from bench.report import comparison_lines, ratios, table, targets
 from bench.results import RunResult, failed
-from bench.sdk import FLOOR_SCRIPT, sdk_run
+from bench.sdk import FLOOR_SCRIPT, SCRIPT, sdk_run
 from bench.startup import daemon_startup, script_startup
 from forwarder.simulator import SimulatorSettings
 
@@ -271,25 +271,21 @@ class Bench:
         return results
 
     def _sdk_drain(self, path: Path) -> RunResult:
-        settings = SimulatorSettings(
-            backlog=self.sizes.drain_events, backlog_span=86400.0
-        )
-        return sdk_run(
-            "drain/sdk-hec", settings, path, self.sdk_startup_cpu, RUN_TIMEOUT
-        )
+        return self._script_drain("drain/sdk-hec", SCRIPT, self.sdk_startup_cpu, path)
 
     def _floor_drain(self, path: Path) -> RunResult:
+        return self._script_drain(
+            "drain/floor-hec", FLOOR_SCRIPT, self.floor_startup_cpu, path
+        )
+
+    def _script_drain(
+        self, scenario: str, script: Path, startup_cpu: float, path: Path
+    ) -> RunResult:
+        """The drain backlog read by a comparison script into the HEC double."""
         settings = SimulatorSettings(
             backlog=self.sizes.drain_events, backlog_span=86400.0
         )
-        return sdk_run(
-            "drain/floor-hec",
-            settings,
-            path,
-            self.floor_startup_cpu,
-            RUN_TIMEOUT,
-            FLOOR_SCRIPT,
-        )
+        return sdk_run(scenario, settings, path, startup_cpu, RUN_TIMEOUT, script)
 
     def _sdk_backfill(self, path: Path) -> RunResult:
         return sdk_backfill(

@@ -8,8 +8,8 @@ time. No checkpoint, no retry, no metric, no concurrency, no time slices.
 The daemon's CPU per event over this script's is what all of its guarantees
 cost; this script's alone is what the stack costs on the machine.
 
-Run as its own process, like the SDK baseline; it prints what it did as one
-JSON line.
+Run as its own process (``python3 -m bench.floor_script``), like the SDK
+baseline; it prints what it did as one JSON line.
 """
 
 from __future__ import annotations
@@ -24,19 +24,17 @@ import anyio
 import httpx
 import orjson
 
+from bench.script_arguments import parse_arguments
+
 PAGE_SIZE = 100
 EVENTS_PER_POST = 1000
+# The daemon's level (a test holds them equal), not imported: the floor loads
+# no more than the libraries it measures.
 GZIP_LEVEL = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--base-url", required=True, help="ending in /api/1.0")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--token", required=True)
-    parser.add_argument("--hec-url", required=True)
-    parser.add_argument("--hec-token", required=True)
-    arguments = parser.parse_args(argv)
+    arguments = parse_arguments(__doc__, argv)
     report = anyio.run(_drain, arguments)
     print(orjson.dumps(report).decode())
     return 0

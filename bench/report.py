@@ -15,7 +15,7 @@ CEILING_TARGET = 0.80
 SPEEDUP_TARGET = 5.0
 RSS_TARGET_MIB = 100.0
 # Runs of the daemon (not of the scripts), whose memory is held to the target.
-_SDK_RUNS = ("drain/sdk-hec", "drain/floor-hec", "backfill/sdk")
+_SCRIPT_RUNS = ("drain/sdk-hec", "drain/floor-hec", "backfill/sdk")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ def _peak_rss(runs: dict[str, RunResult]) -> Target:
     daemon_runs = [
         run
         for run in runs.values()
-        if run.scenario not in _SDK_RUNS and run.failure is None and run.peak_rss_mib
+        if run.scenario not in _SCRIPT_RUNS and run.failure is None and run.peak_rss_mib
     ]
     if not daemon_runs:
         return Target("peak RSS of the daemon", None, "< 100 MiB", None, "-")

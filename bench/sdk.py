@@ -60,9 +60,12 @@ def run_script(
     timeout: float,
     script: Path = SCRIPT,
 ) -> Usage:
+    # As a module of the bench package (the bench runs from the project's
+    # root), so that the scripts share their command line.
     argv = [
         sys.executable,
-        str(script),
+        "-m",
+        f"bench.{script.stem}",
         "--base-url",
         simulator.base_url,
         "--workspace",

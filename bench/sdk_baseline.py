@@ -5,13 +5,13 @@ and posts each page to Splunk HEC as one gzipped request of ``{"event": ...}``
 envelopes, one page after another, until a page comes back empty. (The SDK's
 page iterator never stops on the audit log: ``next_page`` is always there.)
 
-Run as its own process so that the bench measures its CPU and memory the
-way it measures the daemon's; it prints what it did as one JSON line.
+Run as its own process (``python3 -m bench.sdk_baseline``) so that the
+bench measures its CPU and memory the way it measures the daemon's; it
+prints what it did as one JSON line.
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import sys
@@ -21,17 +21,13 @@ from typing import Any
 import asana
 import urllib3
 
+from bench.script_arguments import parse_arguments
+
 PAGE_SIZE = 100
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--base-url", required=True, help="ending in /api/1.0")
-    parser.add_argument("--workspace", required=True)
-    parser.add_argument("--token", required=True)
-    parser.add_argument("--hec-url", required=True)
-    parser.add_argument("--hec-token", required=True)
-    arguments = parser.parse_args(argv)
+    arguments = parse_arguments(__doc__, argv)
 
     configuration = asana.Configuration()
     configuration.host = arguments.base_url

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import floor_script
 from bench.backfill import ceiling_events
 from bench.drain import drain
 from bench.lag import nearest_rank
@@ -17,6 +18,7 @@ from bench.report import ratios, targets
 from bench.results import RunResult, backlog_gids
 from bench.sdk import FLOOR_SCRIPT, sdk_run
 from forwarder.simulator import SimulatorSettings
+from forwarder.sinks import http_delivery
 
 TIMEOUT = 60.0
 
@@ -42,6 +44,11 @@ def test_floor_script_pages_the_whole_backlog_into_hec(tmp_path: Path) -> None:
     assert (result.delivered, result.missing, result.duplicates) == (1500, 0, 0)
     assert result.extra["script_output"]["pages"] == 15
     assert result.extra["api_requests"] == 16
+
+
+def test_floor_script_compresses_as_the_daemon_does() -> None:
+    """The floor's gzip level is the HEC sink's, or the floor is no floor."""
+    assert floor_script.GZIP_LEVEL == http_delivery.GZIP_LEVEL
 
 
 def test_cpu_target_shows_the_floor_beside_the_daemon() -> None:
